@@ -1,0 +1,75 @@
+"""Forward-pass speed of tinydact's encoder vs `transformers.BertModel`, same weights, CPU.
+
+    python benchmarks/encoder_speed.py [MODEL_DIR]    (default: ../shared/models/all-MiniLM-L6-v2)
+
+fp32, torch.inference_mode, 2 threads. Both models are warmed up, then timed in alternation
+(so a slow spell on a shared machine hits both), and each reports the median of its repeats.
+Prints, per shape, both medians and the ratio tinydact / transformers (below 1: we are faster).
+"""
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run from a checkout without installing
+
+from tinydact.bert import Bert  # noqa: E402
+
+SHAPES = [(1, 16), (32, 64)]  # (batch, tokens)
+REPEATS = 9  # timed repeats per model and shape; the median is reported
+
+
+def seconds_per_call(forward, calls):
+    start = time.perf_counter()
+    for _ in range(calls):
+        forward()
+    return (time.perf_counter() - start) / calls
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", nargs="?", default=str(ROOT / ".." / "shared" / "models" / "all-MiniLM-L6-v2"))
+    parser.add_argument("--hf-attention", nargs="+", default=["sdpa", "eager"], help="transformers attn_implementation(s)")
+    args = parser.parse_args()
+
+    from transformers import BertModel
+
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    ours = Bert.from_pretrained(args.model)
+    theirs = {
+        impl: BertModel.from_pretrained(args.model, attn_implementation=impl).eval() for impl in args.hf_attention
+    }
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, fp32, model {Path(args.model).name}")
+
+    for batch, tokens in SHAPES:
+        ids = torch.randint(1000, ours.config.vocab_size, (batch, tokens))  # real word pieces, no specials
+        mask = torch.ones(batch, tokens, dtype=torch.long)  # full attention mask, passed to both
+        types = torch.zeros(batch, tokens, dtype=torch.long)
+        forwards = {"tinydact": lambda: ours(ids, mask, types)}
+        for impl, model in theirs.items():
+            forwards[f"transformers {impl}"] = lambda m=model: m(input_ids=ids, attention_mask=mask, token_type_ids=types)
+        with torch.inference_mode():
+            for forward in forwards.values():  # warm-up, and size each repeat to about 0.2 s
+                forward()
+            calls = max(1, round(0.2 / seconds_per_call(forwards["tinydact"], 3)))
+            times = {name: [] for name in forwards}
+            for _ in range(REPEATS):  # alternate the models within each repeat
+                for name, forward in forwards.items():
+                    times[name].append(seconds_per_call(forward, calls))
+        medians = {name: statistics.median(t) for name, t in times.items()}
+        print(f"\nbatch {batch} x {tokens} tokens ({REPEATS} repeats of {calls} calls, median per call)")
+        for name, median in medians.items():
+            print(f"  {name:<22} {median * 1e3:8.2f} ms")
+        for impl in theirs:
+            ratio = medians["tinydact"] / medians[f"transformers {impl}"]
+            print(f"  ratio tinydact / transformers {impl}: {ratio:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,79 @@
+"""Shared fixtures: the optional ../shared folder, and a tiny random DACT-BERT checkpoint
+built by hand (a 40-token vocabulary, 4 blocks of width 32), so that model, CLI and training
+tests run in a user's clone without any download."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+MINILM = SHARED / "models" / "all-MiniLM-L6-v2"
+GLUE = SHARED / "data" / "glue"
+
+TINY_WORDS = ["good", "great", "fun", "bad", "awful", "dull", "film", "movie", "a", "the", "is", "was",
+              "not", "very", "plot", "acting", "##s", "##ly", ".", ",", "it", "and", "but", "story"]
+TINY_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + TINY_WORDS
+
+
+def needs_minilm():
+    if not (MINILM / "model.safetensors").is_file():
+        pytest.skip("../shared/models/all-MiniLM-L6-v2 is not here (it only exists beside the dev checkout)")
+    return MINILM
+
+
+@pytest.fixture
+def minilm_dir():
+    return needs_minilm()
+
+
+def tiny_config(layers=4):
+    from tinydact.bert import BertConfig
+
+    return BertConfig(vocab_size=len(TINY_VOCAB), hidden_size=32, num_hidden_layers=layers, num_attention_heads=4,
+                      intermediate_size=64, max_position_embeddings=64, hidden_dropout_prob=0.0,
+                      attention_probs_dropout_prob=0.0)
+
+
+def make_tiny_checkpoint(path, seed=0, layers=4, halt_bias=None, labels=("negative", "positive")):
+    """Save a random tiny DACT-BERT (with its vocabulary) to `path`; returns the model."""
+    from tinydact.bert import Bert
+    from tinydact.model import DACTBert, save_checkpoint
+    from tinydact.tokenizer import Tokenizer
+
+    torch.manual_seed(seed)
+    kw = {} if halt_bias is None else {"halt_bias": halt_bias}
+    model = DACTBert(Bert(tiny_config(layers)), len(labels), **kw).eval()
+    save_checkpoint(model, Tokenizer(TINY_VOCAB, max_length=64), path, list(labels), "sst2")
+    return model
+
+
+@pytest.fixture
+def tiny_model_dir(tmp_path):
+    path = tmp_path / "tiny-dact"
+    make_tiny_checkpoint(path)
+    return path
+
+
+TINY_TSV = """sentence\tlabel
+good film \t1
+a great movie \t1
+the acting was very good \t1
+fun , fun and fun \t1
+great story \t1
+it is good but dull \t0
+bad film \t0
+an awful movie \t0
+the plot was dull \t0
+not good . \t0
+awful acting and a bad story \t0
+the film is not fun \t0
+"""
+
+
+@pytest.fixture
+def tiny_tsv(tmp_path):
+    path = tmp_path / "tiny.tsv"
+    path.write_text(TINY_TSV)
+    return path

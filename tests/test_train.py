@@ -1,0 +1,104 @@
+"""Training on a tiny random model and a hand-written TSV: the loss goes down, an interrupted
+run resumes to exactly the weights of an uninterrupted one, the frozen-backbone path caches
+[CLS] states, and the saved checkpoints load."""
+
+import json
+
+import pytest
+import torch
+
+import tinydact.train as train_module
+from tinydact.errors import TinydactError
+from tinydact.model import load_checkpoint
+from tinydact.train import TrainConfig, train
+
+
+def config(tiny_model_dir, tiny_tsv, out, **kw):
+    base = dict(model=str(tiny_model_dir), train=str(tiny_tsv), dev=str(tiny_tsv), out=str(out), task="sst2",
+                batch_size=4, max_length=16, lr=1e-3, head_lr=1e-2, warmup=0.0, eval_every=3, save_every=2)
+    return TrainConfig(**{**base, **kw})
+
+
+def losses(out):
+    return [json.loads(line)["train_loss"] for line in (out / "log.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("phase", [1, 2])
+def test_training_lowers_the_loss(tiny_model_dir, tiny_tsv, tmp_path, phase):
+    cfg = config(tiny_model_dir, tiny_tsv, tmp_path / "run", phase=phase, epochs=30, tau=0.01, eval_every=1000)
+    model, _ = load_checkpoint(tiny_model_dir)
+    from tinydact.data import encode_batch, read_examples
+    from tinydact.tokenizer import Tokenizer
+
+    ex, _, _ = read_examples(tiny_tsv)
+    enc, labels, _ = encode_batch(ex, list(range(len(ex))), Tokenizer.from_pretrained(tiny_model_dir), 16)
+
+    def full_loss(m):
+        with torch.no_grad():
+            if phase == 1:
+                return train_module.phase1_loss(m, m.cls_states(*enc), labels, "all").item()
+            a_N, p, _, _ = m(*enc)
+            return train_module.dact_loss(a_N, labels, p, 0.01).item()
+
+    start = full_loss(model)
+    train(cfg, torch.device("cpu"), quiet=True)
+    trained, _ = load_checkpoint(tmp_path / "run" / "final")
+    assert full_loss(trained) < 0.7 * start
+
+
+def test_interrupted_run_resumes_to_the_same_weights(tiny_model_dir, tiny_tsv, tmp_path, monkeypatch):
+    straight = config(tiny_model_dir, tiny_tsv, tmp_path / "straight", epochs=3)
+    train(straight, torch.device("cpu"), quiet=True)
+
+    calls = {"n": 0}
+    real = train_module.encode_batch
+
+    def interrupting(*args):
+        calls["n"] += 1
+        if calls["n"] == 5:  # in the middle of epoch 2, after 4 optimizer steps
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(train_module, "encode_batch", interrupting)
+    cut = config(tiny_model_dir, tiny_tsv, tmp_path / "cut", epochs=3)
+    with pytest.raises(TinydactError, match=r"interrupted at step 4/9.*--resume"):
+        train(cut, torch.device("cpu"), quiet=True)
+    assert torch.load(tmp_path / "cut" / "state.pt", weights_only=True)["step"] == 4
+    monkeypatch.setattr(train_module, "encode_batch", real)
+    train(TrainConfig(model="", train="", out=str(tmp_path / "cut")), torch.device("cpu"), resume=True, quiet=True)
+
+    a, _ = load_checkpoint(tmp_path / "straight" / "final")
+    b, _ = load_checkpoint(tmp_path / "cut" / "final")
+    for (k, v), w in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.allclose(v, w, atol=1e-6), k
+
+
+def test_frozen_backbone_trains_only_heads_on_cached_states(tiny_model_dir, tiny_tsv, tmp_path):
+    cache = tmp_path / "cls.pt"
+    cfg = config(tiny_model_dir, tiny_tsv, tmp_path / "frozen", freeze_backbone=True, cache=str(cache), epochs=5, tau=0.05)
+    best = train(cfg, torch.device("cpu"), quiet=True)
+    assert cache.is_file() and 1 <= best["avg_layers"] <= 4
+    before, _ = load_checkpoint(tiny_model_dir)
+    after, _ = load_checkpoint(tmp_path / "frozen" / "final")
+    assert all(torch.equal(v, w) for v, w in zip(before.bert.state_dict().values(), after.bert.state_dict().values()))
+    assert not all(torch.equal(v, w) for v, w in zip(before.heads.state_dict().values(), after.heads.state_dict().values()))
+    # a second run with the same cache reuses it (same states, so the same result)
+    again = train(config(tiny_model_dir, tiny_tsv, tmp_path / "frozen2", freeze_backbone=True, cache=str(cache), epochs=5, tau=0.05),
+                  torch.device("cpu"), quiet=True)
+    assert again["accuracy"] == best["accuracy"] and again["avg_layers"] == best["avg_layers"]
+
+
+def test_resume_without_state_is_a_clear_error(tmp_path):
+    with pytest.raises(TinydactError, match="nothing to resume"):
+        train(TrainConfig(model="", train="", out=str(tmp_path)), torch.device("cpu"), resume=True)
+
+
+def test_labels_of_a_checkpoint_must_match_the_data(tiny_model_dir, tmp_path):
+    data = tmp_path / "three.tsv"
+    data.write_text("good\ta\nbad\tb\nmeh\tc\n")
+    with pytest.raises(TinydactError, match=r"three\.tsv:1: label 'a' is not one of \['negative', 'positive'\]"):
+        train(config(tiny_model_dir, data, tmp_path / "x", task="plain"), torch.device("cpu"), quiet=True)
+    rte = tmp_path / "rte.tsv"
+    rte.write_text("sentence1\tsentence2\tlabel\nA\tB\tentailment\n")
+    with pytest.raises(TinydactError, match=r"trained for labels \['negative', 'positive'\]"):
+        train(config(tiny_model_dir, rte, tmp_path / "y", task="rte", dev=None), torch.device("cpu"), quiet=True)

@@ -1,0 +1,346 @@
+"""BERT, the whole encoder, from scratch, in one file.
+
+References
+- Devlin et al., "BERT: Pre-training of Deep Bidirectional Transformers", 2018 (arXiv 1810.04805).
+- google-research/bert `modeling.py` (the original), Hugging Face `BertModel` (the checkpoint
+  layout we load, and the reference the tests compare against to 1e-5).
+
+Dimension legend (used in the shape comments beside every line that changes a shape)
+    B   batch size                      T   sequence length (tokens, padded to the longest)
+    H   hidden size (768 in BERT-base)  nh  number of attention heads (12)
+    hs  head size = H / nh (64)         I   intermediate (MLP) size = 4H (3072)
+    V   vocabulary size (30,522)        N   number of blocks (12)
+
+Three details break parity with the official weights when missed, and are marked below:
+1. BERT is *post*-LayerNorm: x = LN(x + attn(x)), then x = LN(x + mlp(x)).
+2. GELU is the exact erf form, not the tanh approximation.
+3. LayerNorm eps is 1e-12, not PyTorch's default 1e-5.
+
+Model code never picks a device or dtype and never downloads: tensors follow their inputs.
+"""
+
+import json
+import math
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import TinydactError
+
+
+# ----------------------------------------------------------------------------------------
+# Configuration
+# ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class BertConfig:
+    """Hyper-parameters; the defaults are bert-base-uncased's."""
+
+    vocab_size: int = 30522
+    hidden_size: int = 768  # H
+    num_hidden_layers: int = 12  # N, the blocks DACT attaches a module after
+    num_attention_heads: int = 12  # nh
+    intermediate_size: int = 3072  # I, the MLP's inner width (4H)
+    max_position_embeddings: int = 512  # longest input, [CLS] and [SEP] included
+    type_vocab_size: int = 2  # token types: 0 = first sentence, 1 = second
+    layer_norm_eps: float = 1e-12  # (3) not PyTorch's 1e-5
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    pad_token_id: int = 0
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "BertConfig":
+        """Build from a Hugging Face style dict; keys this encoder does not use are ignored,
+        but a variant it does not implement is rejected rather than silently run wrong."""
+        act = d.get("hidden_act", "gelu")
+        if act != "gelu":  # HF's "gelu" is the exact erf form; "gelu_new" etc. are not
+            raise TinydactError(f"unsupported hidden_act {act!r}: tinydact implements BERT's exact 'gelu'")
+        pos = d.get("position_embedding_type", "absolute")
+        if pos != "absolute":
+            raise TinydactError(f"unsupported position_embedding_type {pos!r}: only 'absolute' is implemented")
+        known = {f.name for f in fields(cls)}
+        cfg = cls(**{k: v for k, v in d.items() if k in known})
+        if cfg.hidden_size % cfg.num_attention_heads:
+            raise TinydactError(
+                f"hidden_size {cfg.hidden_size} is not divisible by num_attention_heads {cfg.num_attention_heads}"
+            )
+        return cfg
+
+    @classmethod
+    def from_json(cls, path) -> "BertConfig":
+        path = Path(path)
+        try:
+            d = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise TinydactError(f"config file not found: {path}") from None
+        except OSError as e:  # a directory, no permission, ...
+            raise TinydactError(f"cannot read config file {path} ({e.strerror})") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise TinydactError(f"config file is not valid JSON: {path} ({e})") from None
+        if not isinstance(d, dict):
+            raise TinydactError(f"config file does not hold a JSON object: {path}")
+        return cls.from_dict(d)
+
+    def to_dict(self) -> dict:
+        """The Hugging Face keys, so a saved config.json also loads in `transformers`."""
+        return {"model_type": "bert", "hidden_act": "gelu", "position_embedding_type": "absolute", **asdict(self)}
+
+
+# ----------------------------------------------------------------------------------------
+# The model
+# ----------------------------------------------------------------------------------------
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention: softmax(Q Kᵀ / √hs + mask) · V, then an output projection.
+
+    Two paths compute the same thing: `plain` writes the softmax out (and so can return
+    the attention map), `sdpa` calls F.scaled_dot_product_attention (fused, faster)."""
+
+    def __init__(self, cfg: BertConfig, attention: str = "sdpa"):
+        super().__init__()
+        if attention not in ("sdpa", "plain"):
+            raise ValueError(f"attention must be 'sdpa' or 'plain', not {attention!r}")
+        self.attention = attention
+        self.n_head = cfg.num_attention_heads
+        self.query = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.key = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.value = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.out = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.dropout_p = cfg.attention_probs_dropout_prob
+
+    def heads(self, x, linear):
+        B, T, H = x.shape
+        return linear(x).view(B, T, self.n_head, H // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+
+    def attention_map(self, x, mask=None):
+        """The attention probabilities softmax(Q Kᵀ / √hs + mask), (B, nh, T, T)."""
+        q, k = self.heads(x, self.query), self.heads(x, self.key)  # (B, nh, T, hs) each
+        scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))  # (B, nh, T, T)
+        if mask is not None:  # padded keys get probability exactly 0
+            scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+        return scores.softmax(dim=-1)
+
+    def forward(self, x, mask=None):
+        # x (B, T, H); mask None or bool (B, 1, 1, T), True where a key is a real token
+        B, T, H = x.shape
+        v = self.heads(x, self.value)  # (B, nh, T, hs)
+        if self.attention == "plain":
+            att = F.dropout(self.attention_map(x, mask), self.dropout_p, self.training)  # (B, nh, T, T)
+            y = att @ v  # (B, nh, T, hs)
+        else:
+            q, k = self.heads(x, self.query), self.heads(x, self.key)  # (B, nh, T, hs) each
+            p = self.dropout_p if self.training else 0.0
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)  # (B, nh, T, hs)
+        y = y.transpose(1, 2).reshape(B, T, H)  # (B, T, H): heads side by side again
+        return self.out(y)
+
+
+class MLP(nn.Module):
+    """Position-wise feed-forward: H -> I -> H with GELU between."""
+
+    def __init__(self, cfg: BertConfig):
+        super().__init__()
+        self.fc = nn.Linear(cfg.hidden_size, cfg.intermediate_size)
+        self.proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size)
+
+    def forward(self, x):
+        # (2) exact GELU, x·Φ(x) with the erf-based Φ: F.gelu's default, approximate="none"
+        return self.proj(F.gelu(self.fc(x)))  # (B, T, I) inside, (B, T, H) out
+
+
+def key_mask(attention_mask):
+    """(B, T) with 1 for tokens and 0 for padding -> bool (B, 1, 1, T), True where a key is a
+    real token (broadcast over heads and queries). None when nothing is padded: attention
+    then skips masking altogether, which is faster (`transformers` does the same)."""
+    if attention_mask is None or bool(attention_mask.all()):
+        return None
+    return attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T)
+
+
+class Block(nn.Module):
+    """One Transformer block. (1) Post-LayerNorm: the LayerNorm comes *after* each residual sum."""
+
+    def __init__(self, cfg: BertConfig, attention: str = "sdpa"):
+        super().__init__()
+        self.attn = SelfAttention(cfg, attention)
+        self.ln1 = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.mlp = MLP(cfg)
+        self.ln2 = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
+
+    def forward(self, x, attention_mask=None):
+        # x (B, T, H); attention_mask None or (B, T) with 1 for tokens and 0 for padding
+        x = self.ln1(x + self.dropout(self.attn(x, key_mask(attention_mask))))
+        x = self.ln2(x + self.dropout(self.mlp(x)))
+        return x  # (B, T, H)
+
+
+class Embeddings(nn.Module):
+    """Token + position + token-type embeddings, summed, then LayerNorm and dropout."""
+
+    def __init__(self, cfg: BertConfig):
+        super().__init__()
+        self.word = nn.Embedding(cfg.vocab_size, cfg.hidden_size, padding_idx=cfg.pad_token_id)
+        self.position = nn.Embedding(cfg.max_position_embeddings, cfg.hidden_size)
+        self.token_type = nn.Embedding(cfg.type_vocab_size, cfg.hidden_size)
+        self.ln = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
+
+    def forward(self, input_ids, token_type_ids=None):
+        B, T = input_ids.shape
+        if T > self.position.num_embeddings:
+            raise TinydactError(f"input has {T} tokens; this model takes at most {self.position.num_embeddings}")
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        positions = torch.arange(T, device=input_ids.device)  # (T,)
+        x = self.word(input_ids) + self.position(positions) + self.token_type(token_type_ids)  # (B, T, H)
+        return self.dropout(self.ln(x))
+
+
+class Bert(nn.Module):
+    """The encoder: embeddings, N blocks, and the pooler (tanh(W h_[CLS] + b))."""
+
+    def __init__(self, cfg: BertConfig, attention: str = "sdpa"):
+        super().__init__()
+        self.config = cfg
+        self.embeddings = Embeddings(cfg)
+        self.blocks = nn.ModuleList([Block(cfg, attention) for _ in range(cfg.num_hidden_layers)])
+        self.pooler = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+
+    def embed(self, input_ids, token_type_ids=None):
+        return self.embeddings(input_ids, token_type_ids)  # (B, T, H)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None):
+        x = self.embed(input_ids, token_type_ids)  # (B, T, H)
+        for block in self.blocks:
+            x = block(x, attention_mask)
+        return x  # (B, T, H): the last hidden state
+
+    def pool(self, hidden):
+        return torch.tanh(self.pooler(hidden[:, 0]))  # (B, H): from the [CLS] position
+
+    @classmethod
+    def from_pretrained(cls, path, attention: str = "sdpa") -> "Bert":
+        """A directory with `config.json` and `model.safetensors` (Hugging Face layout).
+        Returns the model in eval mode, float32, on the CPU."""
+        path = Path(path)
+        if not path.is_dir():
+            raise TinydactError(f"model directory not found: {path}")
+        model = cls(BertConfig.from_json(path / "config.json"), attention)
+        load_bert_weights(model, read_checkpoint(path), source=str(path))
+        return model.eval()
+
+
+# ----------------------------------------------------------------------------------------
+# Loading official weights
+# ----------------------------------------------------------------------------------------
+
+# Hugging Face `BertModel` names -> ours. Per block, after "encoder.layer.{i}." / "blocks.{i}.":
+BLOCK_NAMES = {
+    "attention.self.query": "attn.query",
+    "attention.self.key": "attn.key",
+    "attention.self.value": "attn.value",
+    "attention.output.dense": "attn.out",
+    "attention.output.LayerNorm": "ln1",
+    "intermediate.dense": "mlp.fc",
+    "output.dense": "mlp.proj",
+    "output.LayerNorm": "ln2",
+}
+TOP_NAMES = {
+    "embeddings.word_embeddings": "embeddings.word",
+    "embeddings.position_embeddings": "embeddings.position",
+    "embeddings.token_type_embeddings": "embeddings.token_type",
+    "embeddings.LayerNorm": "embeddings.ln",
+    "pooler.dense": "pooler",
+}
+# Other official layouts differ from `BertModel`'s only by these (applied before the lookup):
+PREFIX = "bert."  # checkpoints saved from a pre-training / task model (Google's bert-base-uncased)
+LAYERNORM_RENAMES = {"LayerNorm.gamma": "LayerNorm.weight", "LayerNorm.beta": "LayerNorm.bias"}  # TF-era names
+IGNORED_PREFIXES = ("cls.",)  # the masked-LM / next-sentence pre-training heads: not part of the encoder
+IGNORED_KEYS = ("embeddings.position_ids",)  # a buffer 0..T-1, recomputed in Embeddings.forward
+
+
+def hf_names(cfg: BertConfig) -> dict:
+    """Every Hugging Face `BertModel` tensor name mapped to our parameter name."""
+    modules = dict(TOP_NAMES)
+    for i in range(cfg.num_hidden_layers):
+        modules.update({f"encoder.layer.{i}.{hf}": f"blocks.{i}.{ours}" for hf, ours in BLOCK_NAMES.items()})
+    names = {f"{hf}.weight": f"{ours}.weight" for hf, ours in modules.items()}
+    names.update({f"{hf}.bias": f"{ours}.bias" for hf, ours in modules.items() if "_embeddings" not in hf})
+    return names
+
+
+def canonical_name(key: str) -> str:
+    """A key of any official layout -> the plain `BertModel` name."""
+    key = key.removeprefix(PREFIX)
+    for old, new in LAYERNORM_RENAMES.items():
+        if key.endswith(old):
+            key = key[: -len(old)] + new
+    return key
+
+
+def read_checkpoint(path) -> dict:
+    """The tensors of a model directory: `model.safetensors`, or else `pytorch_model.bin`
+    read with torch.load(weights_only=True), which refuses to run pickled code."""
+    path = Path(path)
+    st, pt = path / "model.safetensors", path / "pytorch_model.bin"
+    if st.is_file():
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(st)
+        except Exception as e:  # safetensors raises its own error types for a corrupt header
+            raise TinydactError(f"not a valid safetensors file: {st} ({e})") from None
+    if pt.is_file():
+        try:
+            tensors = torch.load(pt, map_location="cpu", weights_only=True)
+        except Exception as e:  # torch's message runs over many lines: keep its type only
+            raise TinydactError(
+                f"could not read {pt} with torch.load(weights_only=True) ({type(e).__name__}): "
+                "not a PyTorch weights file, or it holds pickled objects other than tensors"
+            ) from None
+        if not isinstance(tensors, dict):
+            raise TinydactError(f"{pt} holds a {type(tensors).__name__}, not a dict of named tensors")
+        return tensors
+    raise TinydactError(f"no model.safetensors (or pytorch_model.bin) in {path}")
+
+
+def load_bert_weights(model: Bert, tensors: dict, source: str = "checkpoint") -> None:
+    """Copy a checkpoint's tensors into `model`, accounting for every key: a missing key, an
+    unexpected key or a wrong shape is an error that names it."""
+    names = hf_names(model.config)  # HF name -> our name
+    params = model.state_dict()
+    by_ours = {}
+    for key, tensor in tensors.items():
+        hf = canonical_name(key)
+        if hf in IGNORED_KEYS or hf.startswith(IGNORED_PREFIXES):
+            continue
+        if hf not in names:
+            raise TinydactError(f"{source}: unexpected key {key!r} (not part of a BERT encoder)")
+        ours = names[hf]
+        if ours in by_ours:  # e.g. both `bert.pooler.dense.weight` and `pooler.dense.weight`
+            raise TinydactError(f"{source}: key {key!r} appears twice (under two official names)")
+        if tuple(tensor.shape) != tuple(params[ours].shape):
+            raise TinydactError(
+                f"{source}: key {key!r} has shape {tuple(tensor.shape)}, the model expects {tuple(params[ours].shape)}"
+            )
+        by_ours[ours] = tensor
+    missing = [hf for hf, ours in names.items() if ours not in by_ours]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise TinydactError(f"{source}: missing key {missing[0]!r}{more}")
+    with torch.no_grad():
+        for ours, tensor in by_ours.items():
+            params[ours].copy_(tensor)  # casts, e.g. fp16 storage -> fp32 parameters
+
+
+def bert_state_for_hf(model: Bert) -> dict:
+    """Our parameters under Hugging Face `BertModel` names (for saving checkpoints that
+    `transformers` can also load)."""
+    params = model.state_dict()
+    return {hf: params[ours] for hf, ours in hf_names(model.config).items()}

@@ -1,0 +1,162 @@
+"""GLUE-style TSV readers and length-bucketed batches.
+
+A task's file format is a row of `FORMATS`: whether the file has a header, which column holds
+the first text, the second text (pair tasks) and the label, how labels are written in the
+file, and the names shown to users. `read_examples(path)` picks the format from `--task`, else
+from the file's folder name (`SST-2/dev.tsv` -> sst2), else from its header, else `plain`
+(`sentence<TAB>label`, no header). A row that does not fit is an error naming file and line.
+"""
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .errors import TinydactError
+
+
+@dataclass(frozen=True)
+class Format:
+    header: bool  # does the first line name the columns?
+    text_a: object  # column name (with a header) or 0-based index (without)
+    text_b: object  # None for single-sentence tasks
+    label: object
+    raw_labels: tuple  # labels as written in the file; index = class id (None: sorted values seen)
+    names: tuple  # what users see, same order
+
+
+FORMATS = {
+    "sst2": Format(True, "sentence", None, "label", ("0", "1"), ("negative", "positive")),
+    "cola": Format(False, 3, None, 1, ("0", "1"), ("unacceptable", "acceptable")),
+    "rte": Format(True, "sentence1", "sentence2", "label", ("entailment", "not_entailment"), ("entailment", "not_entailment")),
+    "qnli": Format(True, "question", "sentence", "label", ("entailment", "not_entailment"), ("entailment", "not_entailment")),
+    "mrpc": Format(True, "#1 String", "#2 String", "Quality", ("0", "1"), ("not_equivalent", "equivalent")),
+    "qqp": Format(True, "question1", "question2", "is_duplicate", ("0", "1"), ("not_duplicate", "duplicate")),
+    "mnli": Format(True, "sentence1", "sentence2", "gold_label", ("contradiction", "entailment", "neutral"), ("contradiction", "entailment", "neutral")),
+    "plain": Format(False, 0, None, 1, None, None),
+}
+
+
+@dataclass
+class Example:
+    text_a: str
+    text_b: str | None
+    label: int
+
+
+def detect_task(path: Path, first_line: str) -> str:
+    folder = path.parent.name.lower().replace("-", "")
+    if folder in FORMATS:
+        return folder
+    columns = first_line.rstrip("\n").split("\t")
+    matches = [task for task, fmt in FORMATS.items()
+               if fmt.header and all(c in columns for c in (fmt.text_a, fmt.text_b or fmt.text_a, fmt.label))]
+    matches.sort(key=lambda task: FORMATS[task].text_b is None)  # pair formats first: QNLI's header also fits SST-2's
+    return matches[0] if matches else "plain"
+
+
+def read_examples(path, task: str | None = None, label_names=None):
+    """Read a labelled TSV. Returns (examples, task, label_names).
+
+    `label_names` (from a trained model) fixes the class order for `plain` files, so a dev
+    file whose labels are a subset of the training labels still maps to the same ids."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise TinydactError(f"data file not found: {path}") from None
+    except UnicodeDecodeError as e:
+        raise TinydactError(f"{path}: not UTF-8 text ({e})") from None
+    if not lines:
+        raise TinydactError(f"{path}: the file is empty")
+    task = task or detect_task(path, lines[0])
+    if task not in FORMATS:
+        raise TinydactError(f"unknown task {task!r}; known: {', '.join(FORMATS)}")
+    fmt = FORMATS[task]
+
+    def column(spec, header):
+        if isinstance(spec, int):
+            return spec
+        if spec not in header:
+            raise TinydactError(f"{path}:1: header has no column {spec!r} (task {task}; columns: {header})")
+        return header.index(spec)
+
+    start = 0
+    header = lines[0].split("\t") if fmt.header else []
+    if fmt.header:
+        start = 1
+    elif task == "plain" and lines[0].split("\t")[-1].strip().lower() == "label":
+        start = 1  # a plain file may still name its columns
+    ia, il = column(fmt.text_a, header), column(fmt.label, header)
+    ib = None if fmt.text_b is None else column(fmt.text_b, header)
+
+    rows = []
+    for lineno, line in enumerate(lines[start:], start=start + 1):
+        if not line.strip():
+            continue
+        cells = line.split("\t")
+        need = max(c for c in (ia, ib, il) if c is not None) + 1
+        if len(cells) < need:
+            raise TinydactError(f"{path}:{lineno}: expected at least {need} tab-separated columns, found {len(cells)}")
+        a, b, raw = cells[ia].strip(), None if ib is None else cells[ib].strip(), cells[il].strip()
+        if not a or (ib is not None and not b):
+            raise TinydactError(f"{path}:{lineno}: empty text")
+        rows.append((lineno, a, b, raw))
+    if not rows:
+        raise TinydactError(f"{path}: no examples")
+
+    raw_labels = fmt.raw_labels or tuple(label_names or sorted({r[3] for r in rows}))
+    names = fmt.names or raw_labels
+    examples = []
+    for lineno, a, b, raw in rows:
+        if raw in raw_labels:
+            label = raw_labels.index(raw)
+        elif raw.isdigit() and int(raw) < len(raw_labels):  # e.g. RTE written with 0/1 ids
+            label = int(raw)
+        else:
+            raise TinydactError(f"{path}:{lineno}: label {raw!r} is not one of {list(raw_labels)}")
+        examples.append(Example(a, b, label))
+    return examples, task, list(names)
+
+
+def example_lengths(examples, tokenizer, max_length: int):
+    """Token counts after truncation, used to bucket examples of similar length."""
+    texts = [e.text_a for e in examples]
+    pairs = [e.text_b for e in examples] if examples[0].text_b is not None else None
+    return [min(n, max_length) for n in tokenizer.num_tokens(texts, pairs)]
+
+
+def batch_plan(lengths, batch_size: int, shuffle: bool = False, seed: int = 0):
+    """Lists of example indices, one per batch, bucketed by length.
+
+    Examples are sorted by length inside windows of 50 batches, then cut into batches; when
+    shuffling, the examples and then the batch order are shuffled (deterministically from
+    `seed`), so each batch holds similar lengths and little compute goes to padding."""
+    order = list(range(len(lengths)))
+    rng = random.Random(seed)
+    if shuffle:
+        rng.shuffle(order)
+    window = batch_size * 50
+    plan = []
+    for w in range(0, len(order), window):
+        chunk = sorted(order[w : w + window], key=lambda i: lengths[i])
+        plan += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+    if shuffle:
+        rng.shuffle(plan)
+    return plan
+
+
+def encode_batch(examples, idx, tokenizer, max_length: int):
+    """(encoded, labels, indices) for the examples at `idx`, padded to their own longest."""
+    texts = [examples[i].text_a for i in idx]
+    pairs = None if examples[idx[0]].text_b is None else [examples[i].text_b for i in idx]
+    labels = torch.tensor([examples[i].label for i in idx])
+    return tokenizer(texts, pairs, max_length=max_length), labels, torch.tensor(idx)
+
+
+def batches(examples, tokenizer, batch_size: int, max_length: int, shuffle: bool = False, seed: int = 0):
+    """Yield (encoded, labels, indices) over all examples, in length-bucketed batches."""
+    plan = batch_plan(example_lengths(examples, tokenizer, max_length), batch_size, shuffle, seed)
+    for idx in plan:
+        yield encode_batch(examples, idx, tokenizer, max_length)

@@ -1,0 +1,65 @@
+"""Evaluation: accuracy (and Matthews correlation), blocks executed, estimated FLOPs, time.
+
+Everything here runs the real inference path, `DACTBert.predict`, with per-example early
+exit and batch compaction, so the blocks and seconds reported are what a user gets.
+"""
+
+import math
+import time
+
+import torch
+
+from .data import batch_plan, encode_batch, example_lengths
+from .model import estimate_flops
+
+
+def matthews(pred, gold) -> float:
+    """Matthews correlation for binary labels (CoLA's metric); 0 when undefined."""
+    tp = sum(p == 1 and g == 1 for p, g in zip(pred, gold))
+    tn = sum(p == 0 and g == 0 for p, g in zip(pred, gold))
+    fp = sum(p == 1 and g == 0 for p, g in zip(pred, gold))
+    fn = sum(p == 0 and g == 1 for p, g in zip(pred, gold))
+    den = math.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
+    return (tp * tn - fp * fn) / den if den else 0.0
+
+
+@torch.no_grad()
+def evaluate(model, examples, tokenizer, batch_size=64, max_length=128, halt=True, rule="paper", device="cpu"):
+    """Run `model.predict` over `examples`; returns a dict of metrics (see keys below)."""
+    model.eval()
+    device = torch.device(device)
+    lengths = example_lengths(examples, tokenizer, max_length)
+    plan = batch_plan(lengths, batch_size)  # sorted by length: little padding
+    pred = [0] * len(examples)
+    layers = [0] * len(examples)
+    start = time.perf_counter()
+    for idx in plan:
+        enc, _, _ = encode_batch(examples, idx, tokenizer, max_length)
+        labels, _, used = model.predict(*(t.to(device) for t in enc), halt=halt, rule=rule)
+        for i, lab, n in zip(idx, labels.tolist(), used.tolist()):
+            pred[i], layers[i] = lab, n
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    gold = [e.label for e in examples]
+    N, cfg = model.num_layers, model.bert.config
+    flops = [estimate_flops(cfg, t, n, model.num_labels) for t, n in zip(lengths, layers)]
+    full = [estimate_flops(cfg, t, N, model.num_labels) for t in lengths]
+    result = {
+        "examples": len(examples),
+        "accuracy": sum(p == g for p, g in zip(pred, gold)) / len(examples),
+        "avg_layers": sum(layers) / len(examples),
+        "num_layers": N,
+        "histogram": [layers.count(n) for n in range(1, N + 1)],  # examples that ran exactly n blocks
+        "gflops_per_example": sum(flops) / len(examples) / 1e9,
+        "flops_ratio": sum(flops) / sum(full),  # against the same model run to full depth
+        "seconds": seconds,
+        "batch_size": batch_size,
+        "halt": halt,
+        "rule": rule,
+    }
+    if model.num_labels == 2:
+        result["matthews"] = matthews(pred, gold)
+    result["predictions"] = pred
+    result["layers"] = layers
+    return result

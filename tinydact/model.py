@@ -1,0 +1,225 @@
+"""DACT-BERT: a BERT backbone with one DACT module after every block (DACT.md section 4),
+per-example early exit with batch compaction (section 5), and checkpoints.
+
+Training (`forward`): all N blocks run for every example; the answers y_n and halting values
+h_n of every block are mixed by the DACT recursion into a_N, smoothly, so every h_n gets a
+gradient. Inference (`predict`): after block n an example stops as soon as `can_halt` proves
+the remaining blocks cannot change its prediction; its later blocks are never run, and in a
+batch its row is removed before the next block.
+"""
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .bert import Bert, BertConfig, bert_state_for_hf, load_bert_weights, read_checkpoint
+from .dact import HALT_BIAS, DACTHead, can_halt, dact_update
+from .errors import TinydactError
+
+HEAD_PREFIX = "dact_heads."  # checkpoint keys of the DACT modules; the backbone keeps HF names
+
+
+class DACTBert(nn.Module):
+    def __init__(self, bert: Bert, num_labels: int, halt_bias: float = HALT_BIAS):
+        super().__init__()
+        cfg = bert.config
+        self.bert = bert
+        self.heads = nn.ModuleList(
+            DACTHead(cfg.hidden_size, num_labels, cfg.hidden_dropout_prob, halt_bias) for _ in range(cfg.num_hidden_layers)
+        )
+        self.num_labels = num_labels
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.bert.blocks)
+
+    def cls_states(self, input_ids, attention_mask=None, token_type_ids=None):
+        """The [CLS] hidden state after every block, (B, N, H): what the DACT modules read."""
+        x = self.bert.embed(input_ids, token_type_ids)  # (B, T, H)
+        states = []
+        for block in self.bert.blocks:
+            x = block(x, attention_mask)
+            states.append(x[:, 0])
+        return torch.stack(states, dim=1)  # (B, N, H)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None):
+        """Training forward, all N blocks. Returns (a_N (B,K), p (B,N), y (B,N,K), h (B,N))."""
+        return self.forward_heads(self.cls_states(input_ids, attention_mask, token_type_ids))
+
+    def forward_heads(self, cls):
+        """The DACT recursion over cached [CLS] states cls (B, N, H) (used directly when the
+        backbone is frozen and its states are cached)."""
+        B = cls.size(0)
+        a_n = cls.new_zeros(B, self.num_labels)  # a_0 = 0
+        p_n = cls.new_ones(B)  # p_0 = 1
+        ys, hs, ps = [], [], []
+        for n, head in enumerate(self.heads):
+            y_n, h_n = head(cls[:, n])  # (B, K), (B,)
+            a_n, p_n = dact_update(a_n, p_n, y_n, h_n)
+            ys.append(y_n), hs.append(h_n), ps.append(p_n)
+        return a_n, torch.stack(ps, 1), torch.stack(ys, 1), torch.stack(hs, 1)
+
+    @torch.no_grad()
+    def predict(self, input_ids, attention_mask=None, token_type_ids=None, halt: bool = True, rule: str = "paper", trace=None):
+        """Labels (B,), probabilities a at the exit (B, K), blocks executed (B,).
+
+        With `halt`, each example stops after the first block n where
+        `can_halt(a_n, p_n, N - n, rule)` holds; the prediction equals the full-depth one."""
+        B, N = input_ids.size(0), self.num_layers
+
+        def step(n, cls, state):
+            a_prev, p_prev = state
+            y_n, h_n = self.heads[n - 1](cls)
+            a_n, p_n = dact_update(a_prev, p_prev, y_n, h_n)
+            done = can_halt(a_n, p_n, N - n, rule) if halt else torch.full_like(p_n, n == N, dtype=torch.bool)
+            if trace is not None:
+                trace.append(dict(n=n, y_n=y_n, h_n=h_n, p_n=p_n, a_n=a_n, halt=done))
+            return (a_n, p_n), a_n, done
+
+        ref = self.heads[0].answer.weight
+        state = (ref.new_zeros(B, self.num_labels), ref.new_ones(B))  # a_0 = 0, p_0 = 1
+        probs, layers = run_with_early_exit(self.bert, input_ids, attention_mask, token_type_ids, step, state)
+        return probs.argmax(-1), probs, layers
+
+
+def run_with_early_exit(bert: Bert, input_ids, attention_mask, token_type_ids, step, state):
+    """Run blocks one at a time; after block n call `step(n, cls, state) -> (state, probs, done)`
+    on the live rows (cls (b, H), state a tuple of (b, ...) tensors). Rows whose `done` is
+    True are finished: their `probs` are kept, and they are dropped from the hidden states,
+    the mask and the state before the next block (batch compaction). After the last block
+    every row is finished. Returns (probs (B, K), blocks executed (B,)) in input order."""
+    B, N = input_ids.size(0), len(bert.blocks)
+    x = bert.embed(input_ids, token_type_ids)  # (B, T, H)
+    mask = attention_mask
+    rows = torch.arange(B, device=input_ids.device)  # input row of each live row
+    out_probs, layers = None, torch.full((B,), N, device=input_ids.device)
+    for n, block in enumerate(bert.blocks, start=1):
+        x = block(x, mask)  # (b, T, H), b = live rows
+        state, probs, done = step(n, x[:, 0], state)
+        if out_probs is None:
+            out_probs = probs.new_zeros(B, probs.size(-1))
+        if n == N:
+            done = torch.ones_like(done)
+        if done.any():
+            out_probs[rows[done]] = probs[done]
+            layers[rows[done]] = n
+            keep = ~done
+            if not keep.any():
+                break
+            x, rows, state = x[keep], rows[keep], tuple(s[keep] for s in state)  # (b', T, H)
+            if mask is not None:
+                mask = mask[keep]  # (b', T)
+                T = int(mask.sum(1).max())  # right padding: drop columns no live row uses
+                x, mask = x[:, :T], mask[:, :T]
+    return out_probs, layers
+
+
+# ----------------------------------------------------------------------------------------
+# Cost accounting
+# ----------------------------------------------------------------------------------------
+
+
+def estimate_flops(cfg: BertConfig, seq_len: int, layers: int, num_labels: int) -> int:
+    """Floating-point operations (a multiply-add = 2) for one example of `seq_len` tokens
+    that runs `layers` blocks and their DACT modules. Embedding look-ups are free; the
+    embedding LayerNorm and the softmaxes are small and counted roughly."""
+    T, H, I, K = seq_len, cfg.hidden_size, cfg.intermediate_size, num_labels
+    embed = 8 * T * H  # three-way sum + LayerNorm
+    block = (
+        2 * T * H * 3 * H  # Q, K, V projections
+        + 2 * T * T * H * 2  # Q Kᵀ and att · V, all heads together
+        + 5 * T * T * cfg.num_attention_heads  # softmax
+        + 2 * T * H * H  # output projection
+        + 2 * T * H * I * 2  # MLP, two matrices
+        + 8 * T * I  # GELU
+        + 16 * T * H  # two residual sums + two LayerNorms
+    )
+    head = 2 * (H * H + H * K + H) + 8 * K  # dense, answer, halt; recursion + halting test
+    return embed + layers * (block + head)
+
+
+# ----------------------------------------------------------------------------------------
+# Checkpoints: config.json + model.safetensors + vocab.txt (+ tokenizer_config.json)
+# ----------------------------------------------------------------------------------------
+
+
+def atomic_write(path: Path, write) -> None:
+    """Write through a temporary file in the same folder, then rename over `path`: a crash
+    leaves either the old file or the new one, never half of one."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def save_checkpoint(model: DACTBert, tokenizer, path, labels, task: str, dtype=torch.float32, extra: dict | None = None):
+    """Save a model directory. Backbone tensors keep Hugging Face `BertModel` names (so the
+    backbone also loads in `transformers`); the DACT modules live under `dact_heads.`."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    tensors = dict(bert_state_for_hf(model.bert))
+    tensors.update({HEAD_PREFIX + k: v for k, v in model.heads.state_dict().items()})
+    tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in tensors.items()}
+    config = model.bert.config.to_dict()
+    config["dact"] = {"num_labels": model.num_labels, "labels": list(labels), "task": task, **(extra or {})}
+    tokenizer.save(path)
+    atomic_write(path / "model.safetensors", lambda p: save_file(tensors, str(p)))
+    atomic_write(path / "config.json", lambda p: p.write_text(json.dumps(config, indent=2) + "\n"))
+
+
+def read_dact_config(path) -> dict:
+    """The `dact` section of a checkpoint's config.json ({} for a plain BERT directory)."""
+    try:
+        d = json.loads((Path(path) / "config.json").read_text())
+    except FileNotFoundError:
+        raise TinydactError(f"config file not found: {Path(path) / 'config.json'}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise TinydactError(f"config file is not valid JSON: {Path(path) / 'config.json'} ({e})") from None
+    return d.get("dact", {}) if isinstance(d, dict) else {}
+
+
+def load_checkpoint(path, attention: str = "sdpa"):
+    """Load a DACT-BERT directory written by `save_checkpoint`. Returns (model, meta) with meta
+    the config's `dact` section. Every tensor is accounted for, as in the encoder loader."""
+    path = Path(path)
+    if not path.is_dir():
+        raise TinydactError(f"model directory not found: {path}")
+    meta = read_dact_config(path)
+    if not meta:
+        raise TinydactError(f"{path} is a plain BERT checkpoint, not a DACT-BERT one (no 'dact' section in config.json)")
+    labels = meta.get("labels")
+    if not isinstance(labels, list) or len(labels) != meta.get("num_labels") or len(labels) < 2:
+        raise TinydactError(f"{path / 'config.json'}: the 'dact' section needs num_labels >= 2 and as many label names")
+    model = DACTBert(Bert(BertConfig.from_json(path / "config.json"), attention), len(labels))
+    tensors = read_checkpoint(path)
+    source = str(path / "model.safetensors")
+    heads = {k[len(HEAD_PREFIX) :]: v for k, v in tensors.items() if k.startswith(HEAD_PREFIX)}
+    load_bert_weights(model.bert, {k: v for k, v in tensors.items() if not k.startswith(HEAD_PREFIX)}, source)
+    load_exactly(model.heads, heads, source, HEAD_PREFIX)
+    return model.eval(), meta
+
+
+def load_exactly(module: nn.Module, tensors: dict, source: str, prefix: str = "") -> None:
+    """Copy `tensors` into `module`'s parameters by name; any missing or unexpected key or
+    wrong shape is an error naming it."""
+    params = module.state_dict()
+    for key, t in tensors.items():
+        if key not in params:
+            raise TinydactError(f"{source}: unexpected key {prefix + key!r}")
+        if tuple(t.shape) != tuple(params[key].shape):
+            raise TinydactError(f"{source}: key {prefix + key!r} has shape {tuple(t.shape)}, the model expects {tuple(params[key].shape)}")
+    missing = [k for k in params if k not in tensors]
+    if missing:
+        raise TinydactError(f"{source}: missing key {prefix + missing[0]!r}")
+    with torch.no_grad():
+        for key, t in tensors.items():
+            params[key].copy_(t)
+
+
+def new_from_bert(path, num_labels: int, halt_bias: float = HALT_BIAS, attention: str = "sdpa") -> DACTBert:
+    """A DACT-BERT whose backbone is a pretrained BERT directory and whose heads are new."""
+    return DACTBert(Bert.from_pretrained(path, attention), num_labels, halt_bias)

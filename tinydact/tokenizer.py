@@ -1,0 +1,139 @@
+"""BERT's WordPiece tokenizer, assembled from a checkpoint's `vocab.txt` with the `tokenizers`
+library (the Rust implementation `transformers` also uses), so ids match the official ones.
+
+The pipeline, as in the original BERT:
+    normalize      clean control characters, split CJK characters apart, lower-case and strip
+                   accents (per `tokenizer_config.json`; "café" -> "cafe" in an uncased model)
+    pre-tokenize   split on whitespace and punctuation
+    WordPiece      greedy longest-match into vocabulary pieces ("tokenizer" -> "token", "##izer");
+                   a word with no match becomes [UNK]
+    post-process   [CLS] A [SEP]            token types 0 ... 0
+                   [CLS] A [SEP] B [SEP]    token types 0 ... 0 1 ... 1
+"""
+
+import json
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+from tokenizers import Tokenizer as HFTokenizer
+from tokenizers import normalizers, pre_tokenizers, processors
+from tokenizers.models import WordPiece
+
+from .errors import TinydactError
+
+SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]")
+
+
+class Encoded(NamedTuple):
+    """A padded batch, in the order `Bert.forward` takes it: `model(*tok(texts))`."""
+
+    input_ids: torch.Tensor  # (B, T) int64, T = the longest (truncated) input in the batch
+    attention_mask: torch.Tensor  # (B, T) 1 for tokens, 0 for padding
+    token_type_ids: torch.Tensor  # (B, T) 0 for the first sentence, 1 for the second
+
+
+class Tokenizer:
+    def __init__(self, vocab: list, lowercase=True, strip_accents=None, chinese_chars=True, max_length=512):
+        """`vocab`: the tokens in id order (the lines of vocab.txt). `strip_accents=None`
+        follows `lowercase`, as in BERT: uncased models also drop accents."""
+        ids = {token: i for i, token in enumerate(vocab)}
+        if missing := [t for t in SPECIALS if t not in ids]:
+            raise TinydactError(f"vocabulary lacks the special token {missing[0]}")
+        self.vocab, self.lowercase, self.strip_accents = list(vocab), lowercase, strip_accents
+        self.chinese_chars, self.max_length = chinese_chars, max_length
+        self.vocab_size = len(self.vocab)
+
+        tok = HFTokenizer(WordPiece(ids, unk_token="[UNK]"))
+        tok.normalizer = normalizers.BertNormalizer(
+            clean_text=True, handle_chinese_chars=chinese_chars, strip_accents=strip_accents, lowercase=lowercase
+        )
+        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        cls, sep = ids["[CLS]"], ids["[SEP]"]
+        tok.post_processor = processors.TemplateProcessing(
+            single="[CLS]:0 $A:0 [SEP]:0",
+            pair="[CLS]:0 $A:0 [SEP]:0 $B:1 [SEP]:1",
+            special_tokens=[("[CLS]", cls), ("[SEP]", sep)],
+        )
+        # [CLS] etc. typed in a text are the special tokens, not "[", "cls", "]" (as in `transformers`)
+        tok.add_special_tokens([t for t in (*SPECIALS, "[MASK]") if t in ids])
+        tok.enable_padding(pad_id=ids["[PAD]"], pad_token="[PAD]")  # to the longest in the batch
+        self._tok = tok
+
+    @classmethod
+    def from_pretrained(cls, path) -> "Tokenizer":
+        """A directory with `vocab.txt` and, optionally, `tokenizer_config.json`."""
+        path = Path(path)
+        if not path.is_dir():
+            raise TinydactError(f"tokenizer directory not found: {path}")
+        vocab_file, config_file = path / "vocab.txt", path / "tokenizer_config.json"
+        if not vocab_file.is_file():
+            raise TinydactError(f"no vocab.txt in {path}")
+        try:
+            with open(vocab_file, encoding="utf-8") as f:  # one token per line; the line number is its id
+                vocab = [line.rstrip("\n") for line in f]
+        except UnicodeDecodeError as e:
+            raise TinydactError(f"vocabulary is not UTF-8 text: {vocab_file} ({e})") from None
+        config = {}
+        if config_file.is_file():
+            try:
+                config = json.loads(config_file.read_text(encoding="utf-8"))
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                raise TinydactError(f"tokenizer config is not valid JSON: {config_file} ({e})") from None
+        if missing := [t for t in SPECIALS if t not in vocab]:
+            raise TinydactError(f"{vocab_file} lacks the special token {missing[0]}")
+        return cls(
+            vocab,
+            lowercase=config.get("do_lower_case", True),
+            strip_accents=config.get("strip_accents"),
+            chinese_chars=config.get("tokenize_chinese_chars", True),
+            # HF writes a huge sentinel here when a model sets no limit; BERT's positions end at 512
+            max_length=min(512, config.get("model_max_length") or 512),
+        )
+
+    def save(self, path) -> None:
+        """Write `vocab.txt` and `tokenizer_config.json` (also readable by `transformers`)."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "vocab.txt").write_text("".join(t + "\n" for t in self.vocab), encoding="utf-8")
+        config = {
+            "tokenizer_class": "BertTokenizer",
+            "do_lower_case": self.lowercase,
+            "strip_accents": self.strip_accents,
+            "tokenize_chinese_chars": self.chinese_chars,
+            "model_max_length": self.max_length,
+        }
+        (path / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+
+    def _encode(self, texts, pairs, max_length):
+        """`tokenizers` Encodings, truncated to `max_length` tokens (None: not truncated)."""
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        if pairs is not None:
+            pairs = [pairs] if isinstance(pairs, str) else list(pairs)
+            if len(pairs) != len(texts):
+                raise TinydactError(f"{len(texts)} texts but {len(pairs)} second sentences")
+        if max_length is None:
+            self._tok.no_truncation()
+        else:
+            specials = 2 if pairs is None else 3
+            if max_length <= specials:
+                raise TinydactError(f"max_length {max_length} leaves no room for text after {specials} special tokens")
+            # longest_first: drop tokens from the end of the longer sentence, as `transformers`
+            # does (on a tie with one token to spare, its Rust tokenizer and we keep it in the
+            # second sentence, its slow Python tokenizer in the first)
+            self._tok.enable_truncation(max_length, strategy="longest_first")
+        return self._tok.encode_batch(texts if pairs is None else list(zip(texts, pairs)))
+
+    def __call__(self, texts, pairs=None, max_length=None) -> Encoded:
+        """Encode a batch of texts (and optional second sentences), truncated to `max_length`
+        (default `self.max_length`) and padded to the longest."""
+        encodings = self._encode(texts, pairs, self.max_length if max_length is None else max_length)
+
+        def column(name):
+            return torch.tensor([getattr(e, name) for e in encodings], dtype=torch.long)  # (B, T)
+
+        return Encoded(column("ids"), column("attention_mask"), column("type_ids"))
+
+    def num_tokens(self, texts, pairs=None) -> list:
+        """Untruncated lengths, [CLS] and [SEP] included (to warn when inputs get cut)."""
+        return [sum(e.attention_mask) for e in self._encode(texts, pairs, None)]

@@ -1,0 +1,297 @@
+"""Fine-tuning DACT-BERT: a plain PyTorch loop, the two-phase recipe of DACT.md section 4.
+
+Phase 1 (`--phase 1`): fine-tune the backbone with cross-entropy on the answer y_n of the
+    last block's module (`--layers last`: a plain classifier) or of every block's module
+    (`--layers all`: the mean over blocks, so early blocks learn to answer too). Halting
+    units are not trained here.
+Phase 2 (`--phase 2`): the DACT loss of DACT.md section 2, CE(a_N) + τ Σ_n p_n, on
+    everything, or with `--freeze-backbone` on the heads only: then the per-block [CLS]
+    states are computed once (optionally cached on disk with `--cache`) and an epoch takes
+    seconds, which makes τ sweeps cheap.
+
+The run's folder (`--out`) gets `best/` (best dev score), `final/` (end of training),
+`state.pt` (everything needed to resume: weights, optimizer, schedule, step, RNG; written
+atomically every `save_every` steps and on Ctrl-C / SIGTERM) and `log.jsonl`.
+"""
+
+import json
+import math
+import signal
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from .dact import can_halt, dact_loss, dact_update
+from .data import batch_plan, encode_batch, example_lengths, read_examples
+from .errors import TinydactError
+from .evaluate import evaluate
+from .model import atomic_write, load_checkpoint, new_from_bert, read_dact_config, save_checkpoint
+from .tokenizer import Tokenizer
+
+
+@dataclass
+class TrainConfig:
+    model: str  # a pretrained BERT directory, or a tinydact checkpoint (phase 2 after phase 1)
+    train: str  # training TSV
+    out: str  # run folder
+    dev: str | None = None  # dev TSV, evaluated during training
+    task: str | None = None  # data format; default: detected from the file
+    phase: int = 2
+    layers: str = "all"  # phase 1: "all" or "last"
+    tau: float = 1e-3  # ponder penalty τ (phase 2); the authors' default
+    freeze_backbone: bool = False
+    epochs: float = 1.0
+    batch_size: int = 32
+    max_length: int = 128
+    lr: float = 5e-5  # backbone
+    head_lr: float = 1e-3  # DACT modules
+    halt_lr: float = 0.0  # their halting units (h_n = sigmoid(w_h·z + b_h)); 0: same as head_lr
+    warmup: float = 0.1  # fraction of steps with a linear warm-up
+    weight_decay: float = 0.01
+    clip: float = 1.0  # gradient-norm clipping
+    halt_bias: float = 3.0  # new heads only: sigmoid(3) ≈ 0.95
+    rule: str = "paper"  # halting rule for dev evaluation
+    seed: int = 0
+    eval_every: int = 0  # steps between dev evaluations; 0: once per epoch
+    save_every: int = 200  # steps between resume saves
+    max_steps: int = 0  # stop early (0: no limit), e.g. for smoke tests
+    cache: str | None = None  # file for cached [CLS] states (frozen backbone)
+    save_dtype: str = "float32"  # dtype of best/ and final/ (float16 halves the size)
+
+
+class Interrupted(Exception):
+    pass
+
+
+def _on_sigterm(signum, frame):
+    raise Interrupted()
+
+
+def parameter_groups(model, cfg: TrainConfig):
+    """AdamW groups: backbone at lr (no decay on biases and LayerNorms), heads at head_lr,
+    their halting units at halt_lr."""
+    decay, no_decay = [], []
+    for name, p in model.bert.named_parameters():
+        (no_decay if p.ndim == 1 else decay).append(p)
+    groups = [
+        {"params": decay, "lr": cfg.lr, "weight_decay": cfg.weight_decay},
+        {"params": no_decay, "lr": cfg.lr, "weight_decay": 0.0},
+        {"params": [p for h in model.heads for n, p in h.named_parameters() if not n.startswith("halt.")],
+         "lr": cfg.head_lr, "weight_decay": 0.0},
+        {"params": [p for h in model.heads for p in h.halt.parameters()], "lr": cfg.halt_lr or cfg.head_lr, "weight_decay": 0.0},
+    ]
+    if cfg.freeze_backbone:
+        groups = groups[2:]
+    return groups
+
+
+def phase1_loss(model, cls, labels, layers: str):
+    """Mean cross-entropy of the per-block answers (all blocks, or the last one only)."""
+    N = model.num_layers
+    blocks = range(N) if layers == "all" else [N - 1]
+    return sum(F.cross_entropy(model.heads[n].logits(cls[:, n]), labels) for n in blocks) / len(blocks)
+
+
+@torch.no_grad()
+def cls_cache(model, examples, tokenizer, cfg: TrainConfig, device, desc: str):
+    """Per-block [CLS] states (n, N, H) of a frozen backbone, in float16 on the CPU."""
+    model.eval()
+    out = torch.empty(len(examples), model.num_layers, model.bert.config.hidden_size, dtype=torch.float16)
+    plan = batch_plan(example_lengths(examples, tokenizer, cfg.max_length), 128)
+    for idx in tqdm(plan, desc=desc, leave=False, disable=None):  # shown on a terminal only
+        enc, _, _ = encode_batch(examples, idx, tokenizer, cfg.max_length)
+        out[idx] = model.cls_states(*(t.to(device) for t in enc)).to("cpu", torch.float16)
+    return out
+
+
+def cached_states(model, train_ex, dev_ex, tokenizer, cfg, device):
+    """The frozen backbone's [CLS] states for train and dev, from `cfg.cache` when it matches."""
+    key = {"model": str(Path(cfg.model).resolve()), "train": str(Path(cfg.train).resolve()),
+           "dev": str(Path(cfg.dev).resolve()) if cfg.dev else None, "max_length": cfg.max_length,
+           "sizes": [len(train_ex), len(dev_ex or [])]}
+    if cfg.cache and Path(cfg.cache).is_file():
+        saved = torch.load(cfg.cache, weights_only=True)
+        if saved["key"] == json.dumps(key):
+            return saved["train"], saved["dev"]
+    train_cls = cls_cache(model, train_ex, tokenizer, cfg, device, "caching train [CLS] states")
+    dev_cls = cls_cache(model, dev_ex, tokenizer, cfg, device, "caching dev [CLS] states") if dev_ex else None
+    if cfg.cache:
+        Path(cfg.cache).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(Path(cfg.cache), lambda p: torch.save({"key": json.dumps(key), "train": train_cls, "dev": dev_cls}, p))
+    return train_cls, dev_cls
+
+
+@torch.no_grad()
+def evaluate_cached(model, cls, labels, rule: str, device) -> dict:
+    """Dev metrics from cached [CLS] states: the same halting test as `predict`, run on the
+    full trajectory (no compaction needed: the backbone is not run here)."""
+    model.eval()
+    cls = cls.to(device, torch.float32)
+    a_N, p, y, h = model.forward_heads(cls)
+    N, B = model.num_layers, cls.size(0)
+    layers = torch.full((B,), N, device=device)
+    stopped = torch.zeros(B, dtype=torch.bool, device=device)
+    a_n, p_n = torch.zeros_like(a_N), torch.ones(B, device=device)
+    for n in range(1, N + 1):
+        a_n, p_n = dact_update(a_n, p_n, y[:, n - 1], h[:, n - 1])
+        now = can_halt(a_n, p_n, N - n, rule) & ~stopped
+        layers[now] = n
+        stopped |= now
+    acc = (a_N.argmax(-1).cpu() == labels).float().mean().item()
+    return {"accuracy": acc, "avg_layers": layers.float().mean().item(), "ponder": p.sum(1).mean().item()}
+
+
+@torch.no_grad()
+def layer_accuracies(model, cls, labels, device) -> list:
+    """Accuracy of each block's own answer y_n on cached [CLS] states (n, N, H)."""
+    model.eval()
+    cls, labels = cls.to(device, torch.float32), labels.to(device)
+    return [(head(cls[:, n])[0].argmax(-1) == labels).float().mean().item() for n, head in enumerate(model.heads)]
+
+
+def train(cfg: TrainConfig, device: torch.device, resume: bool = False, quiet: bool = False) -> dict:
+    """Run (or continue) one training run. Returns the best dev metrics."""
+    out = Path(cfg.out)
+    state_path = out / "state.pt"
+    state = None
+    if resume:
+        if not state_path.is_file():
+            raise TinydactError(f"nothing to resume: {state_path} does not exist")
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        cfg = TrainConfig(**state["config"])  # a resumed run keeps its own settings
+    if cfg.phase not in (1, 2) or cfg.layers not in ("all", "last"):
+        raise TinydactError("--phase must be 1 or 2 and --layers 'all' or 'last'")
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+
+    # Data and model
+    meta = read_dact_config(cfg.model)
+    train_ex, task, labels = read_examples(cfg.train, cfg.task, meta.get("labels"))
+    dev_ex = read_examples(cfg.dev, task, labels)[0] if cfg.dev else None
+    if meta and meta["labels"] != labels:
+        raise TinydactError(f"{cfg.model} was trained for labels {meta['labels']}, the data has {labels}")
+    tokenizer = Tokenizer.from_pretrained(cfg.model)
+    model = load_checkpoint(cfg.model)[0] if meta else new_from_bert(cfg.model, len(labels), cfg.halt_bias)
+    model.to(device)
+    if cfg.freeze_backbone:
+        model.bert.requires_grad_(False)
+        train_cls, dev_cls = cached_states(model, train_ex, dev_ex, tokenizer, cfg, device)
+        train_labels = torch.tensor([e.label for e in train_ex])
+        dev_labels = torch.tensor([e.label for e in dev_ex]) if dev_ex else None
+        lengths = [1] * len(train_ex)  # all "batches" cost the same: no bucketing needed
+    else:
+        lengths = example_lengths(train_ex, tokenizer, cfg.max_length)
+
+    steps_per_epoch = len(batch_plan(lengths, cfg.batch_size))
+    total = max(1, math.ceil(cfg.epochs * steps_per_epoch))
+    if cfg.max_steps:
+        total = min(total, cfg.max_steps)
+    warm = int(cfg.warmup * total)
+    optimizer = torch.optim.AdamW(parameter_groups(model, cfg))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: (s + 1) / max(1, warm) if s < warm else max(0.0, (total - s) / max(1, total - warm))
+    )
+    step, best = 0, None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        step, best = state["step"], state["best"]
+        torch.set_rng_state(state["rng"])
+
+    def dev_metrics():
+        if cfg.phase == 1:  # each block's own answer; "accuracy" is the last block's
+            states = dev_cls if cfg.freeze_backbone else cls_cache(model, dev_ex, tokenizer, cfg, device, "dev")
+            per_layer = layer_accuracies(model, states, torch.tensor([e.label for e in dev_ex]), device)
+            m = {"accuracy": per_layer[-1], "avg_layers": float(model.num_layers), "layer_accuracy": per_layer}
+        elif cfg.freeze_backbone:
+            m = evaluate_cached(model, dev_cls, dev_labels, cfg.rule, device)
+        else:
+            r = evaluate(model, dev_ex, tokenizer, 64, cfg.max_length, halt=cfg.phase == 2, rule=cfg.rule, device=device)
+            m = {k: r[k] for k in ("accuracy", "avg_layers", "seconds")}
+        model.train()
+        return m
+
+    def is_better(m):  # higher accuracy; on a tie, fewer blocks
+        return best is None or (m["accuracy"], -m["avg_layers"]) > (best["accuracy"], -best["avg_layers"])
+
+    def save_state():
+        snapshot = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+                    "step": step, "best": best, "config": asdict(cfg), "rng": torch.get_rng_state()}
+        atomic_write(state_path, lambda p: torch.save(snapshot, p))
+
+    def save_model(name):
+        save_checkpoint(model, tokenizer, out / name, labels, task, getattr(torch, cfg.save_dtype),
+                        extra={"trained": {"phase": cfg.phase, "tau": cfg.tau, "step": step, "layers": cfg.layers}})
+
+    def log(record):
+        with open(out / "log.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    eval_every = cfg.eval_every or steps_per_epoch
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")  # bf16 only on CUDA
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    bar = tqdm(total=total, initial=step, desc=f"phase {cfg.phase}", disable=quiet, dynamic_ncols=True)
+    running = {}
+    model.train()
+    try:
+        while step < total:
+            epoch, offset = divmod(step, steps_per_epoch)
+            plan = batch_plan(lengths, cfg.batch_size, shuffle=True, seed=cfg.seed + epoch)
+            for idx in plan[offset:]:
+                if step >= total:
+                    break
+                with autocast:
+                    if cfg.freeze_backbone:
+                        cls, y_true = train_cls[idx].to(device, torch.float32), train_labels[idx].to(device)
+                    else:
+                        enc, y_true, _ = encode_batch(train_ex, idx, tokenizer, cfg.max_length)
+                        enc, y_true = [t.to(device) for t in enc], y_true.to(device)
+                        cls = model.cls_states(*enc)  # (B, N, H)
+                    if cfg.phase == 1:
+                        loss = phase1_loss(model, cls, y_true, cfg.layers)
+                        correct = (model.heads[-1].logits(cls[:, -1]).argmax(-1) == y_true).float().mean()
+                        ponder = None
+                    else:
+                        a_N, p, _, _ = model.forward_heads(cls)
+                        loss = dact_loss(a_N.float(), y_true, p.float(), cfg.tau)
+                        correct = (a_N.argmax(-1) == y_true).float().mean()
+                        ponder = p.sum(1).mean()
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], cfg.clip)
+                optimizer.step()
+                schedule.step()
+                step += 1
+                for k, v in (("loss", loss), ("acc", correct), ("ponder", ponder)):
+                    if v is None:
+                        continue
+                    v = v.item()
+                    running[k] = v if k not in running else 0.98 * running[k] + 0.02 * v
+                bar.update(1)
+                bar.set_postfix({k: f"{v:.3f}" for k, v in running.items()} | ({"dev": f"{best['accuracy']:.3f}/{best['avg_layers']:.2f}"} if best else {}))
+                if dev_ex is not None and (step % eval_every == 0 or step == total):
+                    m = dev_metrics()
+                    log({"step": step, "epoch": step / steps_per_epoch, **{f"train_{k}": v for k, v in running.items()}, "dev": m})
+                    if is_better(m):
+                        best = {**m, "step": step}
+                        save_model("best")
+                    if not quiet:
+                        tqdm.write(f"step {step}: dev accuracy {m['accuracy']:.4f}, avg blocks {m['avg_layers']:.2f}")
+                if step % cfg.save_every == 0:
+                    save_state()
+    except (KeyboardInterrupt, Interrupted):
+        save_state()
+        raise TinydactError(f"interrupted at step {step}/{total}; state saved, continue with: tinydact train --resume --out {out}")
+    finally:
+        bar.close()
+        signal.signal(signal.SIGTERM, previous)
+    save_state()
+    save_model("final")
+    if dev_ex is None:
+        save_model("best")
+    return best or {}

@@ -21,7 +21,6 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 from tinydact.bert import Bert  # noqa: E402
 
 SHAPES = [(1, 16), (32, 64)]  # (batch, tokens)
-REPEATS = 9  # timed repeats per model and shape; the median is reported
 
 
 def seconds_per_call(forward, calls):
@@ -34,6 +33,7 @@ def seconds_per_call(forward, calls):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", nargs="?", default=str(ROOT / ".." / "shared" / "models" / "all-MiniLM-L6-v2"))
+    parser.add_argument("--repeats", type=int, default=9, help="timed repeats per model and shape (median reported)")
     parser.add_argument("--hf-attention", nargs="+", default=["sdpa", "eager"], help="transformers attn_implementation(s)")
     args = parser.parse_args()
 
@@ -51,19 +51,20 @@ def main():
         ids = torch.randint(1000, ours.config.vocab_size, (batch, tokens))  # real word pieces, no specials
         mask = torch.ones(batch, tokens, dtype=torch.long)  # full attention mask, passed to both
         types = torch.zeros(batch, tokens, dtype=torch.long)
-        forwards = {"tinydact": lambda: ours(ids, mask, types)}
+        # BertModel's forward also runs its pooler, so ours is timed with `pool` too
+        forwards = {"tinydact": lambda: ours.pool(ours(ids, mask, types))}
         for impl, model in theirs.items():
             forwards[f"transformers {impl}"] = lambda m=model: m(input_ids=ids, attention_mask=mask, token_type_ids=types)
         with torch.inference_mode():
             for forward in forwards.values():  # warm-up, and size each repeat to about 0.2 s
                 forward()
             calls = max(1, round(0.2 / seconds_per_call(forwards["tinydact"], 3)))
-            times = {name: [] for name in forwards}
-            for _ in range(REPEATS):  # alternate the models within each repeat
-                for name, forward in forwards.items():
-                    times[name].append(seconds_per_call(forward, calls))
+            names, times = list(forwards), {name: [] for name in forwards}
+            for repeat in range(args.repeats):  # alternate the models, and rotate who goes first
+                for name in names[repeat % len(names) :] + names[: repeat % len(names)]:
+                    times[name].append(seconds_per_call(forwards[name], calls))
         medians = {name: statistics.median(t) for name, t in times.items()}
-        print(f"\nbatch {batch} x {tokens} tokens ({REPEATS} repeats of {calls} calls, median per call)")
+        print(f"\nbatch {batch} x {tokens} tokens ({args.repeats} repeats of {calls} calls, median per call)")
         for name, median in medians.items():
             print(f"  {name:<22} {median * 1e3:8.2f} ms")
         for impl in theirs:

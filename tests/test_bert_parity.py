@@ -3,13 +3,14 @@
 The real MiniLM checkpoint (../shared) is compared to 1e-5 in fp32; a tiny random model,
 written in every layout we claim to read, needs no shared files."""
 
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import save_file
 
-from tinydact.bert import Bert, BertConfig, bert_state_for_hf
+from tinydact.bert import Bert, BertConfig, bert_state_for_hf, key_mask
 
 transformers = pytest.importorskip("transformers")
 
@@ -146,6 +147,11 @@ def test_fp16_stored_weights_load_into_fp32(tmp_path):
     assert_matches(ours, hf)
 
 
+def test_config_defaults_are_transformers_bert_defaults():
+    ours, theirs = asdict(BertConfig()), transformers.BertConfig()  # bert-base-uncased's
+    assert ours == {k: getattr(theirs, k) for k in ours}  # LayerNorm eps 1e-12 among them
+
+
 def test_bert_state_for_hf_loads_strictly_into_transformers():
     torch.manual_seed(0)
     ours = Bert(BertConfig.from_dict(TINY)).eval()
@@ -183,7 +189,7 @@ def test_plain_attention_map_is_a_distribution_that_ignores_padding():
     model = random_tiny_bert("plain")
     ids, mask = padded_batch(TINY["vocab_size"], [6, 3])
     with torch.no_grad():
-        att = model.blocks[0].attn.attention_map(model.embed(ids), mask.bool()[:, None, None, :])  # (B, nh, T, T)
+        att = model.blocks[0].attn.attention_map(model.embed(ids), key_mask(mask))  # (B, nh, T, T)
     assert torch.allclose(att.sum(-1), torch.ones(2, 4, 6))
     assert (att[1, :, :, 3:] == 0).all()
 

@@ -175,14 +175,14 @@ def classify_inputs(texts, pair):
     are skipped."""
     if list(texts) == ["-"]:
         if pair is not None:
-            raise TinydactError("--pair goes with one TEXT argument; from standard input, put a TAB between the two sentences")
+            raise TinydactError("--pair goes with one TEXT argument; on standard input, a TAB separates the two sentences")
         inputs = []
-        for lineno, line in enumerate(click.get_text_stream("stdin").read().splitlines(), start=1):
+        for lineno, line in enumerate(sys.stdin.read().splitlines(), start=1):
             if not line.strip():
                 continue
             a, tab, b = line.partition("\t")
             if "\t" in b:
-                raise TinydactError(f"line {lineno} of standard input has more than one TAB (expected TEXT or TEXT<TAB>TEXT_B)")
+                raise TinydactError(f"line {lineno} of standard input has more than one TAB (expected TEXT<TAB>PAIR)")
             if not a.strip() or (tab and not b.strip()):
                 raise TinydactError(f"line {lineno} of standard input has an empty sentence around its TAB")
             inputs.append((f"line {lineno}", a.strip(), b.strip() if tab else None))
@@ -230,8 +230,9 @@ def explain_steps(trace, B: int, N: int, rule: str, halt: bool) -> list:
         test = t["halt"] if halt else can_halt(t["a_n"], t["p_n"], d, rule)
         for j, i in enumerate(live):
             steps[i].append(dict(n=n, d=d, y_n=t["y_n"][j].tolist(), h_n=t["h_n"][j].item(), p_n=t["p_n"][j].item(),
-                                 a_n=t["a_n"][j].tolist(), lower=lower[j].item(), upper=upper[j].item(),
-                                 test=bool(test[j]), stop=bool(t["halt"][j]) or n == N))
+                                 a_n=t["a_n"][j].tolist(), top_lower_bound=lower[j].item(),
+                                 runner_up_upper_bound=upper[j].item(), passes_test=bool(test[j]),
+                                 stop=bool(t["halt"][j]) or n == N))
         live = [i for i, done in zip(live, t["halt"].tolist()) if not done]
     return steps
 
@@ -240,38 +241,40 @@ def _num(x: float) -> str:
     return f"{x:.4f}" if x == 0 or 1e-3 <= abs(x) < 1e4 else f"{x:.2e}"
 
 
-def explain_legend(labels, rule: str, halt: bool) -> str:
+def explain_legend(labels, N: int, rule: str, halt: bool) -> str:
     upper = "a_n[c'] + p_n·d" if rule == "paper" else "1 − (1 − a_n[c'])·(1 − p_n)^d"
     return (
-        f"After block n the DACT module gives y_n, the block's own answer over ({', '.join(labels)}), and h_n, its halting value;\n"
-        "p_n = h_n·p_{n-1} and a_n = p_{n-1}·y_n + (1 − p_{n-1})·a_{n-1} (p_0 = 1, a_0 = 0).\n"
-        "With d = N − n blocks left, whatever they output, the top class c* of a_n can fall at most to a_n[c*]·(1 − p_n)^d\n"
-        f"and the runner-up c' can rise at most to {upper} ({rule} rule): when the first is larger, the answer\n"
-        "can no longer change, and the example stops" + (" (here --no-halt runs every block anyway)." if not halt else ".")
+        f"After block n the DACT module gives y_n, the block's own answer over ({', '.join(labels)}),\n"
+        "and h_n, its halting value; p_n = h_n·p_{n-1} and a_n = p_{n-1}·y_n + (1 − p_{n-1})·a_{n-1}\n"
+        f"(p_0 = 1, a_0 = 0). With d = N − n blocks left (N = {N}), whatever they output, the top class\n"
+        f"c* of a_n can fall at most to a_n[c*]·(1 − p_n)^d and the runner-up c' can rise at most to\n"
+        f"{upper} ({rule} rule): when the first is larger, the answer can no longer change\n"
+        "and the example stops" + (" (here --no-halt runs every block anyway)." if not halt else ".")
     )
 
 
 def explain_table(steps, rule: str, halt: bool) -> list:
     upper = "a_n[c']+p_n·d" if rule == "paper" else "1−(1−a_n[c'])(1−p_n)^d"
-    rows = [["n", "y_n", "h_n", "p_n", "a_n", "a_n[c*]·(1−p_n)^d", "", upper, "d", "test"]]
+    rows = [["n", "y_n", "h_n", "p_n", "a_n", "a_n[c*]·(1−p_n)^d", "", upper, "d", "decision"]]
     for s in steps:
         if s["d"] == 0:
             verdict = "last block: stop"
-        elif s["test"]:
+        elif s["passes_test"]:
             verdict = "stop" if halt else "would stop (--no-halt: go on)"
         else:
             verdict = "go on"
+        lower, upper = s["top_lower_bound"], s["runner_up_upper_bound"]
         rows.append([str(s["n"]), " ".join(f"{v:.4f}" for v in s["y_n"]), _num(s["h_n"]), _num(s["p_n"]),
-                     " ".join(f"{v:.4f}" for v in s["a_n"]), _num(s["lower"]), ">" if s["test"] else "≤",
-                     _num(s["upper"]), str(s["d"]), verdict])
+                     " ".join(f"{v:.4f}" for v in s["a_n"]), _num(lower), ">" if lower > upper else "≤", _num(upper),
+                     str(s["d"]), verdict])
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
     return ["    " + "  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
 
 
 @cli.command()
 @click.argument("texts", nargs=-1, metavar="TEXT...")
-@click.option("--model", "model_dir", default=None, help="a tinydact checkpoint directory (default: the bundled model in weights/)")
-@click.option("--pair", default=None, metavar="TEXT_B", help="second sentence, for a pair-task model (with exactly one TEXT)")
+@click.option("--model", "model_dir", default=None, metavar="DIR", help="tinydact checkpoint directory (default: the bundled weights/)")
+@click.option("--pair", default=None, metavar="TEXT_B", help="second sentence of a pair (with exactly one TEXT)")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--no-halt", is_flag=True, help="run every block (full depth)")
 @click.option("--rule", type=click.Choice(["paper", "tight"]), default="paper", show_default=True)
@@ -282,7 +285,7 @@ def classify(texts, model_dir, pair, batch_size, no_halt, rule, as_json, explain
     """Label each TEXT, stopping early where the answer can no longer change.
 
     TEXT `-` reads one text per line from standard input (a TAB between the two sentences
-    of a pair). Prints the label, its probability in a at the exit, and the blocks run."""
+    of a pair). Prints the label, its probability in a_n at the exit, and the blocks run."""
     from .data import FORMATS
 
     inputs = classify_inputs(texts, pair)
@@ -294,11 +297,13 @@ def classify(texts, model_dir, pair, batch_size, no_halt, rule, as_json, explain
     pair_task = FORMATS[task].text_b is not None if task in FORMATS else None
     has_pairs = any(b is not None for _, _, b in inputs)
     if pair_task is False and has_pairs:
-        click.echo(f"warning: this model was trained on single sentences (task {task}); the second sentence is read as BERT's segment B anyway", err=True)
+        click.echo(f"warning: this model was trained on single sentences (task {task}); "
+                   "the second sentence is read as BERT's segment B anyway", err=True)
     if pair_task and not all(b is not None for _, _, b in inputs):
-        click.echo(f"warning: this model was trained on sentence pairs (task {task}); give the second sentence with --pair or after a TAB", err=True)
+        click.echo(f"warning: this model was trained on sentence pairs (task {task}); "
+                   "give the second sentence with --pair or after a TAB", err=True)
     if explain and not as_json:
-        click.echo(explain_legend(labels, rule, not no_halt) + "\n")
+        click.echo(explain_legend(labels, N, rule, not no_halt) + "\n")
 
     width = max(len(label) for label in labels)
     for batch in batches(inputs, batch_size):
@@ -348,7 +353,7 @@ def batches(inputs, size: int):
 @cli.command()
 @click.argument("name")
 @click.argument("task", required=False)
-@click.option("--to", required=True, help="folder to write into")
+@click.option("--to", required=True, metavar="DIR", help="folder to write into")
 def download(name, task, to):
     """Fetch an official BERT checkpoint, or GLUE data.
 
@@ -360,8 +365,8 @@ def download(name, task, to):
 
     if name == "glue":
         if task is None:
-            raise TinydactError(f"which GLUE task? tinydact download glue TASK --to DIR, TASK one of {', '.join(GLUE_TASKS)}")
-        for folder in download_glue(task, to, progress=True):
+            raise TinydactError(f"which GLUE task? tinydact download glue TASK --to DIR ({', '.join(GLUE_TASKS)})")
+        for folder in download_glue(task, to, progress=sys.stderr.isatty()):  # no bars in logs
             click.echo(f"wrote {folder}")
         return
     if task is not None:

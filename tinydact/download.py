@@ -56,26 +56,26 @@ def offline_error(host: str, reason) -> TinydactError:
 
 
 def _hub():
-    """`huggingface_hub`'s download function and error types, or a clear error without it."""
+    """The `huggingface_hub` module, its errors and constants, or a clear error without it."""
     # read by huggingface_hub when it is imported: no long waits for a server that never answers
     os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", str(int(TIMEOUT)))
     os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", str(int(TIMEOUT)))
     try:
         import huggingface_hub
-        from huggingface_hub import errors
+        from huggingface_hub import constants, errors
     except ImportError:
         raise TinydactError(
             "downloading models needs the huggingface_hub package: pip install 'tinydact[download]'"
         ) from None
-    return huggingface_hub, errors
+    return huggingface_hub, errors, constants
 
 
-def _fetch(hub, errors, name: str, filename: str, to: Path) -> Path | None:
+def _fetch(hub, errors, host: str, name: str, filename: str, to: Path) -> Path | None:
     """One file of the repository `name` into `to`; None when the repository has no such file."""
     try:
         return Path(hub.hf_hub_download(name, filename, local_dir=to))
     except errors.LocalEntryNotFoundError as e:  # the Hub could not be reached, nothing cached
-        raise offline_error(urlparse(hub.constants.ENDPOINT).hostname, e) from None
+        raise offline_error(host, e) from None
     except errors.RepositoryNotFoundError:  # also a gated or private repository
         raise TinydactError(f"no model {name!r} on the Hugging Face Hub (or it is private or gated)") from None
     except errors.EntryNotFoundError:  # a LocalEntryNotFoundError is one too: caught above
@@ -94,19 +94,23 @@ def download_model(name: str, to) -> dict:
     from .bert import Bert, read_checkpoint
     from .model import atomic_write
 
-    hub, errors = _hub()
+    hub, errors, constants = _hub()
+    endpoint = constants.ENDPOINT  # https://huggingface.co unless HF_ENDPOINT says otherwise
+    host = urlparse(endpoint).hostname
     to = Path(to)
     to.mkdir(parents=True, exist_ok=True)
-    check_reachable(hub.constants.ENDPOINT)
+    if not constants.HF_HUB_OFFLINE:  # with HF_HUB_OFFLINE=1 only files already in `to` are used
+        check_reachable(endpoint)
     for filename in REQUIRED_FILES:
-        if _fetch(hub, errors, name, filename, to) is None:
+        if _fetch(hub, errors, host, name, filename, to) is None:
             raise TinydactError(f"{name} has no {filename}: not a BERT checkpoint in the Hugging Face layout")
     for filename in OPTIONAL_FILES:
-        _fetch(hub, errors, name, filename, to)
-    weights = next((f for f in WEIGHT_FILES if _fetch(hub, errors, name, f, to) is not None), None)
+        _fetch(hub, errors, host, name, filename, to)
+    weights = next((f for f in WEIGHT_FILES if _fetch(hub, errors, host, name, f, to) is not None), None)
     if weights is None:
         raise TinydactError(f"{name} has neither {' nor '.join(WEIGHT_FILES)}")
     if weights == "pytorch_model.bin":
+        (to / "model.safetensors").unlink(missing_ok=True)  # a stale one would be read instead
         # read_checkpoint loads it with torch.load(weights_only=True); clone, so that tensors
         # sharing storage (tied embeddings) become separate, which safetensors requires
         tensors = {k: v.detach().clone().contiguous() for k, v in read_checkpoint(to).items()}
@@ -174,7 +178,8 @@ def fetch_url(url: str, dest: Path, progress: bool = False) -> Path:
     except urllib.error.HTTPError as e:  # the server answered, with an error
         part.unlink(missing_ok=True)
         raise TinydactError(f"{url}: the server answered {e.code} {e.reason}") from None
-    except (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException) as e:  # no DNS, no route, refused, timed out, cut
+    except (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException) as e:
+        # no DNS, no route, refused, timed out, cut off mid-transfer
         part.unlink(missing_ok=True)
         raise offline_error(host, e) from None
     except OSError as e:  # writing: no permission, disk full
@@ -202,15 +207,20 @@ def build_mrpc(train: Path, test: Path, dev_ids: Path, out: Path) -> None:
     """GLUE's MRPC split: the pairs listed in dev_ids (#1 ID <TAB> #2 ID) move from the
     corpus's training file to dev.tsv; test.tsv gets an index column instead of the label."""
     out.mkdir(parents=True, exist_ok=True)
-    held_out = {tuple(line.split("\t")[:2]) for line in dev_ids.read_text(encoding="utf-8-sig").split("\n") if line.strip()}
+
+    def ids(cells):  # (#1 ID, #2 ID)
+        return tuple(c.strip() for c in cells)
+
+    held_out = {ids(line.split("\t")[:2]) for line in dev_ids.read_text(encoding="utf-8-sig").splitlines() if line.strip()}
     lines = train.read_text(encoding="utf-8-sig").splitlines()
     header, rows = lines[0], [line for line in lines[1:] if line.strip()]  # Quality #1 ID #2 ID #1 String #2 String
-    dev = [r for r in rows if tuple(r.split("\t")[1:3]) in held_out]
-    kept = [r for r in rows if tuple(r.split("\t")[1:3]) not in held_out]
+    dev = [r for r in rows if ids(r.split("\t")[1:3]) in held_out]
+    kept = [r for r in rows if ids(r.split("\t")[1:3]) not in held_out]
     (out / "train.tsv").write_text("\n".join([header, *kept]) + "\n", encoding="utf-8")
     (out / "dev.tsv").write_text("\n".join([header, *dev]) + "\n", encoding="utf-8")
     test_rows = [r.split("\t") for r in test.read_text(encoding="utf-8-sig").splitlines()[1:] if r.strip()]
-    test_lines = ["index\t#1 ID\t#2 ID\t#1 String\t#2 String"] + ["\t".join([str(i), *r[1:]]) for i, r in enumerate(test_rows)]
+    test_lines = ["index\t#1 ID\t#2 ID\t#1 String\t#2 String"]  # the label column gives way to an index
+    test_lines += ["\t".join([str(i), *r[1:]]) for i, r in enumerate(test_rows)]
     (out / "test.tsv").write_text("\n".join(test_lines) + "\n", encoding="utf-8")
 
 

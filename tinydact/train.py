@@ -12,17 +12,26 @@ Phase 2 (`--phase 2`): the DACT loss of DACT.md section 2, CE(a_N) + τ Σ_n p_n
 The run's folder (`--out`) gets `best/` (best dev score), `final/` (end of training),
 `state.pt` (everything needed to resume: weights, optimizer, schedule, step, RNG; written
 atomically every `save_every` steps and on Ctrl-C / SIGTERM) and `log.jsonl`.
+
+Several processes (`torchrun --nproc-per-node=N -m tinydact train ...`): each rank takes every
+N-th row of each planned batch and PyTorch's DistributedDataParallel averages the gradients,
+so a step is the step of one process on the whole batch (`--batch-size` is the global batch).
+Rank 0 alone evaluates, logs, shows progress and writes the run folder.
 """
 
 import json
 import math
+import os
 import signal
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from .dact import can_halt, dact_loss, dact_update
@@ -96,6 +105,76 @@ def phase1_loss(model, cls, labels, layers: str):
     return sum(F.cross_entropy(model.heads[n].logits(cls[:, n]), labels) for n in blocks) / len(blocks)
 
 
+class BatchLoss(nn.Module):
+    """The training loss of one batch as a module, because DistributedDataParallel wraps a
+    module and synchronises the gradients of what runs inside its forward. `inputs` is the
+    encoded batch, or cached [CLS] states (B, N, H) when the backbone is frozen. Returns
+    (loss, accuracy, ponder or None), each a mean over the batch's rows."""
+
+    def __init__(self, model, cfg: TrainConfig):
+        super().__init__()
+        self.model, self.cfg = model, cfg
+
+    def forward(self, inputs, y_true):
+        model, cfg = self.model, self.cfg
+        cls = inputs if cfg.freeze_backbone else model.cls_states(*inputs)  # (B, N, H)
+        if cfg.phase == 1:
+            loss = phase1_loss(model, cls, y_true, cfg.layers)
+            return loss, (model.heads[-1].logits(cls[:, -1]).argmax(-1) == y_true).float().mean(), None
+        a_N, p, _, _ = model.forward_heads(cls)
+        loss = dact_loss(a_N.float(), y_true, p.float(), cfg.tau)
+        return loss, (a_N.argmax(-1) == y_true).float().mean(), p.sum(1).mean()
+
+
+# ----------------------------------------------------------------------------------------
+# Several processes (torchrun): one per GPU, or a few on a CPU
+# ----------------------------------------------------------------------------------------
+
+
+def distributed_setup(device: torch.device):
+    """(rank, world size, device) of this process. Under torchrun (which sets WORLD_SIZE, RANK,
+    LOCAL_RANK, MASTER_ADDR, MASTER_PORT) join the process group: NCCL on CUDA, where the
+    process takes GPU LOCAL_RANK, gloo on CPU. Without torchrun: (0, 1, device)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1, device
+    if device.type == "cuda":
+        local_rank = int(os.environ["LOCAL_RANK"])
+        if local_rank >= torch.cuda.device_count():
+            raise TinydactError(f"LOCAL_RANK {local_rank}, but this machine has {torch.cuda.device_count()} GPUs: "
+                                "give torchrun at most one process per GPU (--nproc-per-node)")
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():  # device_id: NCCL's collectives (the barrier too) run on this GPU
+        cuda = device.type == "cuda"
+        dist.init_process_group("nccl" if cuda else "gloo", device_id=device if cuda else None)
+    return dist.get_rank(), world, device
+
+
+def shard(idx: list, rank: int, world: int):
+    """This rank's rows of a planned batch `idx`, and the weight of its mean loss.
+
+    Rank r takes rows r, r + world, ... DDP averages the gradients over ranks, so weighting
+    rank r's mean loss by its share, rows_r · world / len(idx), makes the average exactly the
+    gradient of the whole batch's mean loss, also when the rows do not split evenly. A rank
+    left without rows (a batch smaller than the world) runs the first row with weight 0: it
+    still takes part in the gradient all-reduce, so every rank runs the same steps."""
+    rows = idx[rank::world]
+    if not rows:
+        return idx[:1], 0.0
+    return rows, len(rows) * world / len(idx)
+
+
+def global_means(values: dict, weight: float, world: int) -> dict:
+    """Batch means for the log, as floats. With several ranks: the whole batch's mean, the
+    sum over ranks of weight · (the rank's mean) / world, in one all-reduce."""
+    if world == 1:
+        return {k: v.item() for k, v in values.items()}
+    packed = torch.stack([v.detach().float() * weight for v in values.values()])
+    dist.all_reduce(packed)
+    return dict(zip(values, (packed / world).tolist()))
+
+
 @torch.no_grad()
 def cls_cache(model, examples, tokenizer, cfg: TrainConfig, device, desc: str):
     """Per-block [CLS] states (n, N, H) of a frozen backbone, in float16 on the CPU."""
@@ -165,8 +244,12 @@ def train(cfg: TrainConfig, device: torch.device, resume: bool = False, quiet: b
         cfg = TrainConfig(**state["config"])  # a resumed run keeps its own settings
     if cfg.phase not in (1, 2) or cfg.layers not in ("all", "last"):
         raise TinydactError("--phase must be 1 or 2 and --layers 'all' or 'last'")
+    rank, world, device = distributed_setup(device)
+    if world > 1 and cfg.freeze_backbone:
+        raise TinydactError("--freeze-backbone trains in one process (an epoch on cached states takes seconds): "
+                            "start it without torchrun")
     out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed + rank)  # ranks draw different dropout masks; DDP gives all rank 0's initial weights
 
     # Data and model
     meta = read_dact_config(cfg.model)
@@ -201,7 +284,12 @@ def train(cfg: TrainConfig, device: torch.device, resume: bool = False, quiet: b
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
         step, best = state["step"], state["best"]
-        torch.set_rng_state(state["rng"])
+        if rank == 0:  # the saved random state is rank 0's; other ranks keep their own stream
+            torch.set_rng_state(state["rng"])
+    objective = BatchLoss(model, cfg)
+    if world > 1:  # find_unused_parameters: the pooler gets no gradient, in phase 1 nor do the halting units
+        objective = DistributedDataParallel(objective, device_ids=[device.index] if device.type == "cuda" else None,
+                                            find_unused_parameters=True)
 
     def dev_metrics():
         if cfg.phase == 1:  # each block's own answer; "accuracy" is the last block's
@@ -235,7 +323,7 @@ def train(cfg: TrainConfig, device: torch.device, resume: bool = False, quiet: b
     eval_every = cfg.eval_every or steps_per_epoch
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")  # bf16 only on CUDA
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
-    bar = tqdm(total=total, initial=step, desc=f"phase {cfg.phase}", disable=quiet, dynamic_ncols=True)
+    bar = tqdm(total=total, initial=step, desc=f"phase {cfg.phase}", disable=quiet or rank > 0, dynamic_ncols=True)
     running = {}
     model.train()
     try:
@@ -245,53 +333,54 @@ def train(cfg: TrainConfig, device: torch.device, resume: bool = False, quiet: b
             for idx in plan[offset:]:
                 if step >= total:
                     break
+                idx, weight = shard(idx, rank, world)  # one process: all rows, weight 1
                 with autocast:
                     if cfg.freeze_backbone:
-                        cls, y_true = train_cls[idx].to(device, torch.float32), train_labels[idx].to(device)
+                        inputs, y_true = train_cls[idx].to(device, torch.float32), train_labels[idx].to(device)
                     else:
                         enc, y_true, _ = encode_batch(train_ex, idx, tokenizer, cfg.max_length)
-                        enc, y_true = [t.to(device) for t in enc], y_true.to(device)
-                        cls = model.cls_states(*enc)  # (B, N, H)
-                    if cfg.phase == 1:
-                        loss = phase1_loss(model, cls, y_true, cfg.layers)
-                        correct = (model.heads[-1].logits(cls[:, -1]).argmax(-1) == y_true).float().mean()
-                        ponder = None
-                    else:
-                        a_N, p, _, _ = model.forward_heads(cls)
-                        loss = dact_loss(a_N.float(), y_true, p.float(), cfg.tau)
-                        correct = (a_N.argmax(-1) == y_true).float().mean()
-                        ponder = p.sum(1).mean()
+                        inputs, y_true = [t.to(device) for t in enc], y_true.to(device)
+                    loss, correct, ponder = objective(inputs, y_true)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                (loss * weight).backward()  # with DDP: gradients averaged over ranks here
                 torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], cfg.clip)
                 optimizer.step()
                 schedule.step()
                 step += 1
-                for k, v in (("loss", loss), ("acc", correct), ("ponder", ponder)):
-                    if v is None:
-                        continue
-                    v = v.item()
+                stats = {k: v for k, v in (("loss", loss), ("acc", correct), ("ponder", ponder)) if v is not None}
+                for k, v in global_means(stats, weight, world).items():
                     running[k] = v if k not in running else 0.98 * running[k] + 0.02 * v
                 bar.update(1)
                 bar.set_postfix({k: f"{v:.3f}" for k, v in running.items()} | ({"dev": f"{best['accuracy']:.3f}/{best['avg_layers']:.2f}"} if best else {}))
                 if dev_ex is not None and (step % eval_every == 0 or step == total):
-                    m = dev_metrics()
-                    log({"step": step, "epoch": step / steps_per_epoch, **{f"train_{k}": v for k, v in running.items()}, "dev": m})
-                    if is_better(m):
-                        best = {**m, "step": step}
-                        save_model("best")
-                    if not quiet:
-                        tqdm.write(f"step {step}: dev accuracy {m['accuracy']:.4f}, avg blocks {m['avg_layers']:.2f}")
-                if step % cfg.save_every == 0:
+                    if rank == 0:
+                        m = dev_metrics()
+                        log({"step": step, "epoch": step / steps_per_epoch, **{f"train_{k}": v for k, v in running.items()}, "dev": m})
+                        if is_better(m):
+                            best = {**m, "step": step}
+                            save_model("best")
+                        if not quiet:
+                            tqdm.write(f"step {step}: dev accuracy {m['accuracy']:.4f}, avg blocks {m['avg_layers']:.2f}")
+                    if world > 1:
+                        dist.barrier()  # the other ranks wait while rank 0 evaluates
+                if step % cfg.save_every == 0 and rank == 0:
                     save_state()
     except (KeyboardInterrupt, Interrupted):
-        save_state()
-        raise TinydactError(f"interrupted at step {step}/{total}; state saved, continue with: tinydact train --resume --out {out}")
+        if rank == 0:
+            save_state()
+        again = "torchrun [its options] -m tinydact" if world > 1 else "tinydact"
+        raise TinydactError(f"interrupted at step {step}/{total}; state saved, continue with: {again} train --resume --out {out}")
     finally:
         bar.close()
         signal.signal(signal.SIGTERM, previous)
-    save_state()
-    save_model("final")
-    if dev_ex is None:
-        save_model("best")
+    if rank == 0:
+        save_state()
+        save_model("final")
+        if dev_ex is None:
+            save_model("best")
+    if world > 1:  # every rank returns rank 0's best metrics, once rank 0 has written its files
+        shared = [best]
+        dist.broadcast_object_list(shared, src=0)
+        best = shared[0]
+        dist.destroy_process_group()
     return best or {}

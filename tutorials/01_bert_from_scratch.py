@@ -203,7 +203,8 @@ print("max difference to the library's map of head 0:", (A - library_map[0, 0]).
 try:
     import matplotlib
 
-    matplotlib.use("Agg")  # write files, no window
+    if "__file__" in globals():  # run as a script: draw into files, no window (a notebook keeps its own backend)
+        matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 except ImportError:
     plt = None
@@ -220,7 +221,6 @@ if plt is not None:
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
     fig.savefig("attention_map.png", dpi=100)
-    plt.close(fig)
     print("saved", Path("attention_map.png").resolve())
 
 # %% [markdown]

@@ -123,7 +123,7 @@ print("...")
 
 # %%
 NUMPY_DTYPES = {"F32": "<f4", "F16": "<f2", "F64": "<f8", "I64": "<i8"}  # (BF16 has no NumPy type)
-name = next(k for k in sorted(header) if k.endswith("LayerNorm.weight") and header[k]["dtype"] in NUMPY_DTYPES)
+name = next(k for k in sorted(header) if "LayerNorm" in k and header[k]["dtype"] in NUMPY_DTYPES)
 e = header[name]
 begin, end = e["data_offsets"]
 with open(path, "rb") as f:
@@ -207,6 +207,8 @@ print(f"{len(tensors) - len(backbone)} dact_heads.* tensors set aside, {len(back
 model = Bert(cfg).eval()
 load_bert_weights(model, backbone, source="original")
 print("loaded")
+# The encoder's tensors under plain `BertModel` names, whatever layout the file had:
+plain = {canonical_name(k): v for k, v in backbone.items() if canonical_name(k) in names}
 
 # %% [markdown]
 # Now each kind of mistake, made on purpose on a copy of the dict. Each error names the key.
@@ -224,13 +226,13 @@ def try_loading(what, tensors):
 
 
 mistakes = {
-    "a key removed": {k: v for k, v in backbone.items() if k != f"encoder.layer.{last}.output.LayerNorm.bias"},
-    "a misspelt key": {**backbone, "encoder.layer.0.attention.self.querry.weight": torch.zeros(1)},
+    "a key removed": {k: v for k, v in plain.items() if k != f"encoder.layer.{last}.output.LayerNorm.bias"},
+    "a misspelt key": {**plain, "encoder.layer.0.attention.self.querry.weight": torch.zeros(1)},
     # TensorFlow stores a dense layer's kernel as (in, out), PyTorch's Linear as (out, in)
-    "a weight left transposed": {**backbone, "encoder.layer.0.intermediate.dense.weight":
-                                 backbone["encoder.layer.0.intermediate.dense.weight"].T},  # fmt: skip
-    "one tensor under two layouts' names": {**backbone, "bert.pooler.dense.weight": backbone["pooler.dense.weight"]},
-    "a DACT module's key": {**backbone, "dact_heads.0.dense.weight": torch.zeros(cfg.hidden_size, cfg.hidden_size)},
+    "a weight left transposed": {**plain, "encoder.layer.0.intermediate.dense.weight":
+                                 plain["encoder.layer.0.intermediate.dense.weight"].T},  # fmt: skip
+    "one tensor under two layouts' names": {**plain, "bert.pooler.dense.weight": plain["pooler.dense.weight"]},
+    "a DACT module's key": {**plain, "dact_heads.0.dense.weight": torch.zeros(cfg.hidden_size, cfg.hidden_size)},
 }
 for what, broken in mistakes.items():
     try_loading(what, broken)
@@ -238,11 +240,11 @@ for what, broken in mistakes.items():
 # %% [markdown]
 # Compare PyTorch's own `load_state_dict(strict=False)`, the usual way to get past "key
 # mismatch" errors: it loads what it can and *returns* the problems, which are easy to
-# ignore. Here it is handed the file's names unchanged: it loads nothing at all, and no
-# error is raised.
+# ignore. Here it is handed the `BertModel` names without our rename table: it loads
+# nothing at all, and no error is raised.
 
 # %%
-result = Bert(cfg).load_state_dict(backbone, strict=False)
+result = Bert(cfg).load_state_dict(plain, strict=False)
 print(f"no error; {len(result.missing_keys)} parameters missing (left random), "
       f"{len(result.unexpected_keys)} tensors unused")  # fmt: skip
 
@@ -266,7 +268,7 @@ def google_name(key):
     return PREFIX + key
 
 
-google = {google_name(k): v for k, v in backbone.items() if canonical_name(k) not in IGNORED_KEYS}
+google = {google_name(k): v for k, v in plain.items()}
 google["bert.embeddings.position_ids"] = torch.arange(cfg.max_position_embeddings)[None]  # (1, 512) buffer
 google["cls.predictions.bias"] = torch.zeros(cfg.vocab_size)  # pre-training heads
 google["cls.seq_relationship.weight"] = torch.zeros(2, cfg.hidden_size)

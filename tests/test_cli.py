@@ -1,0 +1,362 @@
+"""`tinydact classify`: what it prints, that it agrees with `DACTBert.predict`, that --explain
+shows the halting test that really stopped each text, and that every user mistake ends in
+one line `Error: ...` and a non-zero exit, never a traceback.
+
+A few tests run the installed `tinydact` entry point (each pays the ~2 s torch import); the
+rest call the click command in-process with CliRunner."""
+
+import inspect
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+from conftest import make_tiny_checkpoint
+
+from tinydact import cli as cli_module
+from tinydact.cli import cli, halting_bounds
+from tinydact.dact import can_halt
+from tinydact.model import load_checkpoint
+from tinydact.tokenizer import Tokenizer
+
+TEXTS = ["a great movie", "the plot was dull", "good film", "awful acting and a bad story", "it is fun but not very good"]
+LINE = re.compile(r"^(\S+) +(\d\.\d\d)  blocks (\d+)/(\d+)  (.*)$")  # label  0.97  blocks 3/6  text
+
+
+def invoke(*args, input=None):
+    """Run the command in-process; returns (exit code, stdout, stderr, the exception if any)."""
+    kw = {"mix_stderr": False} if "mix_stderr" in inspect.signature(CliRunner.__init__).parameters else {}
+    r = CliRunner(**kw).invoke(cli, [str(a) for a in args], input=input)
+    return r.exit_code, r.stdout, r.stderr, r.exception
+
+
+def classify_json(*args, input=None):
+    code, out, err, _ = invoke("classify", *args, "--json", input=input)
+    assert code == 0, err
+    return [json.loads(line) for line in out.splitlines()]
+
+
+@pytest.fixture(scope="module")
+def early_model_dir(tmp_path_factory):
+    """6 blocks, halting bias -3 (h ≈ 0.05 at the start): p collapses after a block or two,
+    so texts stop early."""
+    path = tmp_path_factory.mktemp("early") / "model"
+    make_tiny_checkpoint(path, seed=1, layers=6, halt_bias=-3.0)
+    return path
+
+
+def direct_predict(model_dir, texts, pairs=None, halt=True, rule="paper"):
+    model, meta = load_checkpoint(model_dir)
+    tok = Tokenizer.from_pretrained(model_dir)
+    pred, probs, layers = model.predict(*tok(texts, pairs), halt=halt, rule=rule)
+    return [meta["labels"][i] for i in pred.tolist()], probs.max(-1).values.tolist(), layers.tolist()
+
+
+# ----------------------------------------------------------------------------------------
+# The real entry point
+# ----------------------------------------------------------------------------------------
+
+
+def entry_point():
+    exe = Path(sys.executable).with_name("tinydact")
+    if not exe.is_file():
+        pytest.skip("the tinydact entry point is not installed next to this Python")
+    return str(exe)
+
+
+def test_entry_point_prints_label_confidence_and_blocks(early_model_dir):
+    r = subprocess.run([entry_point(), "classify", "a gripping, beautiful film", "good film", "--model", str(early_model_dir)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert len(lines) == 2
+    labels, confidences, layers = direct_predict(early_model_dir, ["a gripping, beautiful film", "good film"])
+    for line, text, label, conf, n in zip(lines, ["a gripping, beautiful film", "good film"], labels, confidences, layers):
+        m = LINE.match(line)
+        assert m, line
+        assert m.group(1) == label and m.group(5) == text
+        assert float(m.group(2)) == pytest.approx(conf, abs=0.006)
+        assert (int(m.group(3)), int(m.group(4))) == (n, 6)
+
+
+def test_python_m_reads_stdin(tiny_model_dir):
+    r = subprocess.run([sys.executable, "-m", "tinydact", "classify", "-", "--json", "--model", str(tiny_model_dir)],
+                       input="good film\nbad film\n", capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert [json.loads(line)["text"] for line in r.stdout.splitlines()] == ["good film", "bad film"]
+
+
+def test_entry_point_error_is_one_line(tmp_path):
+    r = subprocess.run([entry_point(), "classify", "good film", "--model", str(tmp_path / "missing")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0
+    assert r.stdout == ""
+    assert r.stderr.splitlines() == [f"Error: model directory not found: {tmp_path / 'missing'}"]
+
+
+# ----------------------------------------------------------------------------------------
+# Output
+# ----------------------------------------------------------------------------------------
+
+
+def test_json_fields_match_predict(early_model_dir):
+    rows = classify_json(*TEXTS, "--model", early_model_dir)
+    labels, confidences, layers = direct_predict(early_model_dir, TEXTS)
+    assert [r["text"] for r in rows] == TEXTS
+    for r, label, conf, n in zip(rows, labels, confidences, layers):
+        assert set(r) == {"text", "label", "confidence", "layers", "num_layers"}
+        assert r["label"] == label and r["layers"] == n and r["num_layers"] == 6
+        assert r["confidence"] == pytest.approx(conf, abs=1e-6)
+    assert min(layers) < 6, "the low halting bias should make some texts stop early"
+
+
+def test_text_lines(early_model_dir):
+    code, out, err, _ = invoke("classify", *TEXTS, "--model", early_model_dir)
+    assert code == 0 and err == ""
+    rows = classify_json(*TEXTS, "--model", early_model_dir)
+    for line, r in zip(out.splitlines(), rows, strict=True):
+        m = LINE.match(line)
+        assert m and m.group(1) == r["label"] and m.group(5) == r["text"]
+        assert m.group(3) == str(r["layers"]) and float(m.group(2)) == pytest.approx(r["confidence"], abs=0.006)
+
+
+def test_same_labels_with_and_without_halting(early_model_dir):
+    for rule in ("paper", "tight"):
+        halted = classify_json(*TEXTS, "--model", early_model_dir, "--rule", rule)
+        full = classify_json(*TEXTS, "--model", early_model_dir, "--rule", rule, "--no-halt")
+        assert [r["label"] for r in halted] == [r["label"] for r in full]
+        assert all(r["layers"] == 6 for r in full)
+
+
+def test_stdin_batches_keep_order(early_model_dir):
+    lines = TEXTS + ["", "   ", "good film\tbad film"]  # blank lines are skipped; a TAB makes a pair
+    stdin = "\n".join(lines) + "\n"
+    small = classify_json("-", "--model", early_model_dir, "--batch-size", "2", input=stdin)
+    large = classify_json("-", "--model", early_model_dir, input=stdin)
+    assert [r["text"] for r in small] == TEXTS + ["good film"]
+    assert small[-1]["pair"] == "bad film" and "pair" not in small[0]
+    for a, b in zip(small, large, strict=True):
+        assert (a["label"], a["layers"]) == (b["label"], b["layers"])
+        assert a["confidence"] == pytest.approx(b["confidence"], abs=1e-5)
+
+
+def test_pair_matches_predict_and_warns_for_a_single_sentence_model(tiny_model_dir):
+    code, out, err, _ = invoke("classify", "good film", "--pair", "bad film", "--json", "--model", tiny_model_dir)
+    assert code == 0
+    r = json.loads(out)
+    assert (r["text"], r["pair"]) == ("good film", "bad film")
+    labels, confidences, layers = direct_predict(tiny_model_dir, ["good film"], ["bad film"])
+    assert (r["label"], r["layers"]) == (labels[0], layers[0]) and r["confidence"] == pytest.approx(confidences[0], abs=1e-6)
+    assert "single sentences" in err and "warning" in err
+
+
+def test_pair_task_model_without_pair_warns(tmp_path):
+    path = tmp_path / "rte"
+    make_tiny_checkpoint(path, labels=("entailment", "not_entailment"))
+    config = json.loads((path / "config.json").read_text())
+    config["dact"]["task"] = "rte"
+    (path / "config.json").write_text(json.dumps(config))
+    code, out, err, _ = invoke("classify", "good film", "--model", path)
+    assert code == 0 and "sentence pairs" in err
+    code, out, err, _ = invoke("classify", "good film", "--pair", "a great movie", "--model", path)
+    assert code == 0 and err == ""
+    assert out.split()[0] in ("entailment", "not_entailment") and "[SEP]" in out
+
+
+def test_long_text_is_truncated_with_a_notice(tiny_model_dir):
+    long = " ".join(["good film"] * 60)  # 120 words: more than the tiny model's 64 positions
+    code, out, err, _ = invoke("classify", "good film", long, "--model", tiny_model_dir)
+    assert code == 0
+    assert len(out.splitlines()) == 2
+    assert "text 2 has 122 tokens; truncated to the model's maximum of 64" in err and "text 1" not in err
+
+
+# ----------------------------------------------------------------------------------------
+# --explain: the algorithm made visible
+# ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("rule", ["paper", "tight"])
+def test_explain_shows_the_decision_that_stopped_each_text(early_model_dir, rule):
+    rows = classify_json(*TEXTS, "--model", early_model_dir, "--explain", "--rule", rule)
+    for r in rows:
+        blocks = r["blocks"]
+        assert [b["n"] for b in blocks] == list(range(1, r["layers"] + 1))  # one entry per block run
+        p_prev, a_prev = 1.0, [0.0, 0.0]
+        for b in blocks:
+            # the numbers shown follow the DACT recursion ...
+            assert b["p_n"] == pytest.approx(b["h_n"] * p_prev, rel=1e-5)
+            a_n = [p_prev * y + (1 - p_prev) * a for y, a in zip(b["y_n"], a_prev)]
+            assert b["a_n"] == pytest.approx(a_n, abs=1e-6)
+            p_prev, a_prev = b["p_n"], b["a_n"]
+            # ... and the decision shown is the bounds' comparison, and what happened
+            if b["d"] > 0:
+                assert b["passes_test"] == (b["top_lower_bound"] > b["runner_up_upper_bound"])
+            assert b["stop"] == (b["n"] == r["layers"])
+        assert blocks[-1]["passes_test"]
+        assert r["confidence"] == pytest.approx(max(blocks[-1]["a_n"]), abs=1e-6)
+
+
+def test_explain_without_halting_marks_where_it_would_have_stopped(early_model_dir):
+    halted = classify_json(*TEXTS, "--model", early_model_dir)
+    full = classify_json(*TEXTS, "--model", early_model_dir, "--explain", "--no-halt")
+    for h, f in zip(halted, full):
+        assert len(f["blocks"]) == 6
+        first_pass = next(b["n"] for b in f["blocks"] if b["passes_test"])
+        assert first_pass == h["layers"]
+
+
+def test_explain_text(early_model_dir):
+    code, out, err, _ = invoke("classify", "good film", "--model", early_model_dir, "--explain")
+    assert code == 0
+    (row,) = classify_json("good film", "--model", early_model_dir)
+    assert "a_n[c*]·(1 − p_n)^d" in out and "a_n[c'] + p_n·d (paper rule)" in out
+    table = [line.split() for line in out.splitlines() if re.match(r"^    \d ", line)]
+    assert [int(t[0]) for t in table] == list(range(1, row["layers"] + 1))
+    verdicts = [" ".join(t[t.index(">" if ">" in t else "≤") + 3 :]) for t in table]
+    assert verdicts[-1] in ("stop", "last block: stop") and all(v == "go on" for v in verdicts[:-1])
+
+
+def test_halting_bounds_agree_with_can_halt():
+    """The two sides displayed by --explain decide exactly as `can_halt` (away from exact ties)."""
+    g = torch.Generator().manual_seed(0)
+    a_n = torch.softmax(3 * torch.randn(4000, 3, generator=g, dtype=torch.float64), -1)
+    p_n = torch.rand(4000, generator=g, dtype=torch.float64) ** 4  # many small p_n: tests that pass
+    for rule in ("paper", "tight"):
+        for d in range(1, 7):
+            lower, upper = halting_bounds(a_n, p_n, d, rule)
+            clear = (lower - upper).abs() > 1e-9
+            assert torch.equal((lower > upper)[clear], can_halt(a_n, p_n, d, rule)[clear])
+            assert 0 < can_halt(a_n, p_n, d, rule).sum() < len(p_n)
+
+
+# ----------------------------------------------------------------------------------------
+# Errors: one line, non-zero exit, no traceback
+# ----------------------------------------------------------------------------------------
+
+
+def assert_one_line_error(result, *fragments):
+    code, out, err, exc = result
+    assert code != 0
+    assert isinstance(exc, SystemExit), f"not a clean exit: {exc!r}"
+    lines = (out + err).strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), out + err
+    assert "Traceback" not in out + err
+    for f in fragments:
+        assert f in lines[0]
+
+
+def broken_copy(src, dst, edit):
+    import shutil
+
+    shutil.copytree(src, dst)
+    edit(dst)
+    return dst
+
+
+def rename_key(path):
+    from safetensors.torch import load_file, save_file
+
+    t = load_file(path / "model.safetensors")
+    t["dact_heads.0.surprise.weight"] = t.pop("dact_heads.0.dense.weight")
+    save_file(t, path / "model.safetensors")
+
+
+def reshape_key(path):
+    from safetensors.torch import load_file, save_file
+
+    t = load_file(path / "model.safetensors")
+    t["dact_heads.0.answer.weight"] = torch.zeros(3, 32)
+    save_file(t, path / "model.safetensors")
+
+
+def edit_config(path, **changes):
+    config = json.loads((path / "config.json").read_text())
+    (path / "config.json").write_text(json.dumps({**config, **changes}))
+
+
+BROKEN = {
+    "no model.safetensors": (lambda p: (p / "model.safetensors").unlink(), "model.safetensors"),
+    "no vocab.txt": (lambda p: (p / "vocab.txt").unlink(), "vocab.txt"),
+    "no config.json": (lambda p: (p / "config.json").unlink(), "config.json"),
+    "bad JSON": (lambda p: (p / "config.json").write_text("{ not json"), "not valid JSON"),
+    "bad safetensors bytes": (lambda p: (p / "model.safetensors").write_bytes(b"\x08\0\0\0\0\0\0\0garbage!"), "safetensors"),
+    "wrong key": (rename_key, "surprise"),
+    "wrong shape": (reshape_key, "shape"),
+    "config value of the wrong type": (lambda p: edit_config(p, hidden_size="wide"), "cannot load"),
+    "no dact section": (lambda p: edit_config(p, dact=None), "not a DACT-BERT"),
+}
+
+
+@pytest.mark.parametrize("case", BROKEN)
+def test_broken_model_directory(tiny_model_dir, tmp_path, case):
+    edit, fragment = BROKEN[case]
+    path = broken_copy(tiny_model_dir, tmp_path / "broken", edit)
+    assert_one_line_error(invoke("classify", "good film", "--model", path), fragment)
+
+
+def test_missing_model_directory(tmp_path):
+    assert_one_line_error(invoke("classify", "good film", "--model", tmp_path / "nowhere"), "not found")
+
+
+@pytest.mark.parametrize(
+    "args, stdin, fragment",
+    [
+        (["", "good film"], None, "text 1 is empty"),
+        (["good film", "  \t "], None, "text 2 is empty"),
+        ([], None, "no text given"),
+        (["-"], "", "no text on standard input"),
+        (["-"], "\n  \n", "no text on standard input"),
+        (["-", "good film"], None, "only TEXT"),
+        (["-"], "good\tfilm\tbad\n", "more than one TAB"),
+        (["-"], "good film\t \n", "empty sentence"),
+        (["good", "film", "--pair", "bad"], None, "exactly one TEXT"),
+        (["good film", "--pair", " "], None, "--pair is empty"),
+        (["-", "--pair", "bad"], "good\n", "TAB"),
+    ],
+)
+def test_bad_input(tiny_model_dir, args, stdin, fragment):
+    assert_one_line_error(invoke("classify", *args, "--model", tiny_model_dir, input=stdin), fragment)
+
+
+def test_cuda_without_cuda(tiny_model_dir):
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    assert_one_line_error(invoke("classify", "good film", "--model", tiny_model_dir, "--device", "cuda"), "CUDA is not available")
+
+
+def test_missing_default_model_says_how_to_pass_one(tmp_path, monkeypatch):
+    monkeypatch.setattr(cli_module, "default_model_places", lambda: [tmp_path / "weights"])
+    assert_one_line_error(invoke("classify", "good film"), "no default model", "--model")
+
+
+# ----------------------------------------------------------------------------------------
+# The bundled default model (weights/), once it is there
+# ----------------------------------------------------------------------------------------
+
+
+def needs_default_model():
+    try:
+        return cli_module.default_model_dir()
+    except Exception:
+        pytest.skip("weights/model.safetensors is not there yet")
+
+
+def test_default_model_gets_obvious_sentiment_right():
+    needs_default_model()
+    positive = ["a gripping, beautiful film", "one of the best movies of the year, wonderful acting"]
+    negative = ["a dull, boring and badly acted mess", "the worst film i have seen in years"]
+    rows = classify_json(*positive, *negative)
+    assert [r["label"] for r in rows] == ["positive"] * len(positive) + ["negative"] * len(negative)
+
+
+def test_default_model_files_are_complete():
+    path = needs_default_model()
+    for name in ("config.json", "model.safetensors", "vocab.txt", "tokenizer_config.json"):
+        assert (path / name).is_file(), name
+    model, meta = load_checkpoint(path)
+    assert meta["labels"] == ["negative", "positive"]

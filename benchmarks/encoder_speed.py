@@ -4,10 +4,12 @@
 
 fp32, torch.inference_mode, 2 threads. Both models are warmed up, then timed in alternation
 (so a slow spell on a shared machine hits both), and each reports the median of its repeats.
-Prints, per shape, both medians and the ratio tinydact / transformers (below 1: we are faster).
+Prints, per shape, both medians and the ratio tinydact / transformers (below 1: we are faster),
+and the load average before and after: wall-clock times on a busy machine are only rough.
 """
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -33,19 +35,21 @@ def seconds_per_call(forward, calls):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", nargs="?", default=str(ROOT / ".." / "shared" / "models" / "all-MiniLM-L6-v2"))
+    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=9, help="timed repeats per model and shape (median reported)")
     parser.add_argument("--hf-attention", nargs="+", default=["sdpa", "eager"], help="transformers attn_implementation(s)")
     args = parser.parse_args()
 
     from transformers import BertModel
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     ours = Bert.from_pretrained(args.model)
     theirs = {
         impl: BertModel.from_pretrained(args.model, attn_implementation=impl).eval() for impl in args.hf_attention
     }
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, fp32, model {Path(args.model).name}")
+    print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
 
     for batch, tokens in SHAPES:
         ids = torch.randint(1000, ours.config.vocab_size, (batch, tokens))  # real word pieces, no specials
@@ -70,6 +74,7 @@ def main():
         for impl in theirs:
             ratio = medians["tinydact"] / medians[f"transformers {impl}"]
             print(f"  ratio tinydact / transformers {impl}: {ratio:.2f}")
+    print(f"\nload average after: {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

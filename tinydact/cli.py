@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 import torch
 
+from .baselines import METHODS
 from .errors import TinydactError
 
 
@@ -52,7 +53,8 @@ def _train_options(f):
         "dev": "dev TSV, evaluated during training",
         "task": "data format (default: detected from the file)",
         "phase": "1: cross-entropy warm-up of backbone + answers; 2: the DACT loss",
-        "layers": "phase 1: cross-entropy on every block's answer (all) or the last (last)",
+        "layers": "phase 1: cross-entropy on every block's answer (all), the last (last), every block's "
+                  "weighted by its depth j (weighted: PABEE) or all but the last (all-but-last: DeeBERT stage 2)",
         "tau": "ponder penalty τ of the DACT loss",
         "freeze_backbone": "phase 2: train only the DACT modules, on cached [CLS] states",
         "cache": "file to keep cached [CLS] states in (frozen backbone), reused when it matches",
@@ -73,20 +75,54 @@ def _train_options(f):
 
 @cli.command()
 @_train_options
+@click.option("--method", type=click.Choice(METHODS), default=None,
+              help="train a method's step; sets --phase/--layers/--freeze-backbone as listed above")
 @click.option("--resume", is_flag=True, help="continue the run in --out from its state.pt, with its saved settings")
 @DEVICE
 @click.option("--quiet", is_flag=True)
-def train(resume, device, quiet, **kw):
-    """Fine-tune DACT-BERT (the two phases of DACT.md section 4)."""
+def train(method, resume, device, quiet, **kw):
+    """Fine-tune DACT-BERT (the two phases of DACT.md section 4), or a baseline's classifiers.
+
+    \b
+    --method sets these options (giving one of them with another value is an error):
+      dact    --phase 1   phase 1 (--layers all or last): backbone + per-block answers
+      dact    --phase 2   phase 2: the DACT loss (--freeze-backbone: heads only)
+      static              --phase 1 --layers all: a classifier per block, trained jointly
+      deebert --phase 1   stage 1 = --phase 1 --layers last: backbone + last classifier
+      deebert --phase 2   stage 2 = --phase 1 --layers all-but-last --freeze-backbone:
+                          the other classifiers on the frozen backbone (start from stage 1)
+      pabee               --phase 1 --layers weighted: jointly, loss Σ_j j·L_j / Σ_j j
+    Evaluate with tinydact eval --method M --knob X."""
     from .train import TrainConfig, train as run
 
     if kw["out"] is None:
         raise TinydactError("--out is required")
     if not resume and (kw["model"] is None or kw["train"] is None):
         raise TinydactError("--model and --train are required (or --resume --out DIR)")
+    if method is not None:
+        kw.update(method_settings(method, kw))
     cfg = TrainConfig(**{k: v for k, v in kw.items()})
     best = run(cfg, resolve_device(device), resume=resume, quiet=quiet)
     click.echo(json.dumps({"best": best, "out": kw["out"]}))
+
+
+def method_settings(method: str, kw: dict) -> dict:
+    """The TrainConfig fields `--method` sets (baselines.training_settings); an option the
+    user gave on the command line with another value is an error, not silently replaced."""
+    from click.core import ParameterSource
+
+    from .baselines import training_settings
+
+    ctx = click.get_current_context()
+    given = lambda name: ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE  # noqa: E731
+    settings = training_settings(method, kw["phase"] if given("phase") or method == "dact" else None)
+    for name, value in settings.items():
+        if name != "phase" and given(name) and kw[name] != value:
+            flag = "--" + name.replace("_", "-")
+            raise TinydactError(f"--method {method} sets {flag} {value}; it cannot be combined with {flag} {kw[name]}")
+    if method == "dact":
+        settings.pop("phase")  # dact's steps are the phases themselves
+    return settings
 
 
 @cli.command("eval")
@@ -97,9 +133,14 @@ def train(resume, device, quiet, **kw):
 @click.option("--max-length", default=128, show_default=True)
 @click.option("--no-halt", is_flag=True, help="run every block (full depth)")
 @click.option("--rule", type=click.Choice(["paper", "tight"]), default="paper", show_default=True)
+@click.option("--method", type=click.Choice(METHODS), default="dact", show_default=True,
+              help="exit rule: DACT's halting test, or a baseline's on the same per-block answers")
+@click.option("--knob", type=float, default=None,
+              help="the baseline's exit knob: static k (exit at block k), deebert S (exit when the "
+                   "answer's entropy < S), pabee t (exit when t blocks in a row agree)")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 @DEVICE
-def eval_(model_dir, data, task, batch_size, max_length, no_halt, rule, as_json, device):
+def eval_(model_dir, data, task, batch_size, max_length, no_halt, rule, method, knob, as_json, device):
     """Accuracy, blocks executed, estimated FLOPs and wall-clock on a labelled file."""
     from .data import read_examples
     from .evaluate import evaluate
@@ -110,13 +151,14 @@ def eval_(model_dir, data, task, batch_size, max_length, no_halt, rule, as_json,
     model, meta = load_checkpoint(model_dir)
     examples, task, _ = read_examples(data, task or meta.get("task"), meta["labels"])
     r = evaluate(model.to(dev), examples, Tokenizer.from_pretrained(model_dir), batch_size, max_length,
-                 halt=not no_halt, rule=rule, device=dev)
+                 halt=not no_halt, rule=rule, device=dev, method=method, knob=knob)
     r.pop("predictions"), r.pop("layers")
     r.update(task=task, device=dev.type)
     if as_json:
         click.echo(json.dumps(r))
         return
-    click.echo(f"{r['examples']} examples, {task}, {'full depth' if no_halt else 'halting (' + rule + ' rule)'}, {dev.type}")
+    how = "full depth" if no_halt else f"halting ({rule} rule)" if method == "dact" else f"{method} exit, knob {r['knob']:g}"
+    click.echo(f"{r['examples']} examples, {task}, {how}, {dev.type}")
     click.echo(f"accuracy      {r['accuracy']:.4f}" + (f"   Matthews corr. {r['matthews']:.4f}" if "matthews" in r else ""))
     click.echo(f"blocks        {r['avg_layers']:.2f} of {r['num_layers']} on average")
     click.echo("histogram     " + "  ".join(f"{n + 1}:{c}" for n, c in enumerate(r["histogram"])))

@@ -1,7 +1,9 @@
 """Evaluation: accuracy (and Matthews correlation), blocks executed, estimated FLOPs, time.
 
 Everything here runs the real inference path, `DACTBert.predict`, with per-example early
-exit and batch compaction, so the blocks and seconds reported are what a user gets.
+exit and batch compaction, so the blocks and seconds reported are what a user gets. With
+`method` (static, deebert, pabee) and its `knob` it runs a baseline's exit rule instead,
+through the same early-exit loop (`baselines.predict_exit`).
 """
 
 import math
@@ -9,7 +11,9 @@ import time
 
 import torch
 
+from .baselines import check_knob, predict_exit
 from .data import batch_plan, encode_batch, example_lengths
+from .errors import TinydactError
 from .model import estimate_flops
 
 
@@ -24,8 +28,14 @@ def matthews(pred, gold) -> float:
 
 
 @torch.no_grad()
-def evaluate(model, examples, tokenizer, batch_size=64, max_length=128, halt=True, rule="paper", device="cpu"):
-    """Run `model.predict` over `examples`; returns a dict of metrics (see keys below)."""
+def evaluate(model, examples, tokenizer, batch_size=64, max_length=128, halt=True, rule="paper", device="cpu",
+             method="dact", knob=None):
+    """Run `model.predict` (or, for a baseline `method`, `predict_exit` with its `knob`) over
+    `examples`; returns a dict of metrics (see keys below)."""
+    if method != "dact" and not halt:
+        raise TinydactError(f"--no-halt is DACT's full depth; {method} runs full depth with its knob "
+                            f"(static {model.num_layers}, deebert 0, pabee {model.num_layers})")
+    knob = check_knob(method, knob, model.num_layers)
     model.eval()
     device = torch.device(device)
     lengths = example_lengths(examples, tokenizer, max_length)
@@ -35,7 +45,11 @@ def evaluate(model, examples, tokenizer, batch_size=64, max_length=128, halt=Tru
     start = time.perf_counter()
     for idx in plan:
         enc, _, _ = encode_batch(examples, idx, tokenizer, max_length)
-        labels, _, used = model.predict(*(t.to(device) for t in enc), halt=halt, rule=rule)
+        inputs = [t.to(device) for t in enc]
+        if method == "dact":
+            labels, _, used = model.predict(*inputs, halt=halt, rule=rule)
+        else:
+            labels, _, used = predict_exit(model, *inputs, method=method, knob=knob)
         for i, lab, n in zip(idx, labels.tolist(), used.tolist()):
             pred[i], layers[i] = lab, n
     if device.type == "cuda":
@@ -58,6 +72,8 @@ def evaluate(model, examples, tokenizer, batch_size=64, max_length=128, halt=Tru
         "halt": halt,
         "rule": rule,
     }
+    if method != "dact":
+        result.update(method=method, knob=knob)
     if model.num_labels == 2:
         result["matthews"] = matthews(pred, gold)
     result["predictions"] = pred

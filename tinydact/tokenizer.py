@@ -35,11 +35,9 @@ class Encoded(NamedTuple):
 
 class Tokenizer:
     def __init__(self, vocab: list, lowercase=True, strip_accents=None, chinese_chars=True, max_length=512):
-        """`vocab`: the tokens in id order (the lines of vocab.txt). `strip_accents=None`
-        follows `lowercase`, as in BERT: uncased models also drop accents."""
+        """`vocab`: the tokens in id order (the lines of vocab.txt), SPECIALS among them.
+        `strip_accents=None` follows `lowercase`, as in BERT: uncased models also drop accents."""
         ids = {token: i for i, token in enumerate(vocab)}
-        if missing := [t for t in SPECIALS if t not in ids]:
-            raise TinydactError(f"vocabulary lacks the special token {missing[0]}")
         self.vocab, self.lowercase, self.strip_accents = list(vocab), lowercase, strip_accents
         self.chinese_chars, self.max_length = chinese_chars, max_length
         self.vocab_size = len(self.vocab)

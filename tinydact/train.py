@@ -3,7 +3,10 @@
 Phase 1 (`--phase 1`): fine-tune the backbone with cross-entropy on the answer y_n of the
     last block's module (`--layers last`: a plain classifier) or of every block's module
     (`--layers all`: the mean over blocks, so early blocks learn to answer too). Halting
-    units are not trained here.
+    units are not trained here. Two more `--layers` for the baselines (baselines.py):
+    `weighted`, PABEE's layer-weighted loss Σ_j j·L_j / Σ_j j; `all-but-last`, DeeBERT's
+    stage 2 (with `--freeze-backbone`): every block's answer but the last's, whose module
+    stays as it is.
 Phase 2 (`--phase 2`): the DACT loss of DACT.md section 2, CE(a_N) + τ Σ_n p_n, on
     everything, or with `--freeze-backbone` on the heads only: then the per-block [CLS]
     states are computed once (optionally cached on disk with `--cache`) and an epoch takes
@@ -50,7 +53,7 @@ class TrainConfig:
     dev: str | None = None  # dev TSV, evaluated during training
     task: str | None = None  # data format; default: detected from the file
     phase: int = 2
-    layers: str = "all"  # phase 1: "all" or "last"
+    layers: str = "all"  # phase 1: "all", "last", "weighted" or "all-but-last" (see LAYERS)
     tau: float = 1e-3  # ponder penalty τ (phase 2); the authors' default
     freeze_backbone: bool = False
     epochs: float = 1.0
@@ -98,11 +101,30 @@ def parameter_groups(model, cfg: TrainConfig):
     return groups
 
 
+LAYERS = ("all", "last", "weighted", "all-but-last")  # phase 1's choices of per-block answers to train
+
+
+def layer_weights(layers: str, N: int) -> list:
+    """w_1..w_N, the weight of block j's cross-entropy L_j in phase 1's loss."""
+    j = range(1, N + 1)
+    if layers == "all":
+        return [1.0 for _ in j]  # the plain mean over blocks
+    if layers == "last":
+        return [float(n == N) for n in j]  # a plain classifier on the last block
+    if layers == "weighted":
+        return [float(n) for n in j]  # PABEE: Σ_j j·L_j / Σ_j j, deeper blocks weigh more
+    if layers == "all-but-last":
+        return [float(n < N) for n in j]  # DeeBERT stage 2: the last module is left alone
+    raise ValueError(f"unknown --layers {layers!r}, expected one of {LAYERS}")
+
+
 def phase1_loss(model, cls, labels, layers: str):
-    """Mean cross-entropy of the per-block answers (all blocks, or the last one only)."""
-    N = model.num_layers
-    blocks = range(N) if layers == "all" else [N - 1]
-    return sum(F.cross_entropy(model.heads[n].logits(cls[:, n]), labels) for n in blocks) / len(blocks)
+    """Σ_j w_j·L_j / Σ_j w_j with L_j = CE(y_j, label), the cross-entropy of block j's answer,
+    and w_j from `layer_weights` (all: the mean over blocks; last: the last block's alone)."""
+    w = layer_weights(layers, model.num_layers)
+    # blocks of weight 0 are skipped: their modules get no gradient at all
+    loss = sum(w_j * F.cross_entropy(model.heads[j].logits(cls[:, j]), labels) for j, w_j in enumerate(w) if w_j)
+    return loss / sum(w)
 
 
 class BatchLoss(nn.Module):
@@ -242,8 +264,8 @@ def train(cfg: TrainConfig, device: torch.device, resume: bool = False, quiet: b
             raise TinydactError(f"nothing to resume: {state_path} does not exist")
         state = torch.load(state_path, map_location="cpu", weights_only=True)
         cfg = TrainConfig(**state["config"])  # a resumed run keeps its own settings
-    if cfg.phase not in (1, 2) or cfg.layers not in ("all", "last"):
-        raise TinydactError("--phase must be 1 or 2 and --layers 'all' or 'last'")
+    if cfg.phase not in (1, 2) or cfg.layers not in LAYERS:
+        raise TinydactError(f"--phase must be 1 or 2 and --layers one of {', '.join(repr(k) for k in LAYERS)}")
     rank, world, device = distributed_setup(device)
     if world > 1 and cfg.freeze_backbone:
         raise TinydactError("--freeze-backbone trains in one process (an epoch on cached states takes seconds): "
@@ -304,8 +326,13 @@ def train(cfg: TrainConfig, device: torch.device, resume: bool = False, quiet: b
         model.train()
         return m
 
-    def is_better(m):  # higher accuracy; on a tie, fewer blocks
-        return best is None or (m["accuracy"], -m["avg_layers"]) > (best["accuracy"], -best["avg_layers"])
+    def score(m):  # dev accuracy; DeeBERT stage 2 leaves the last block's answer alone: the mean over the blocks it trains
+        if cfg.phase == 1 and cfg.layers == "all-but-last":
+            return sum(m["layer_accuracy"][:-1]) / (len(m["layer_accuracy"]) - 1)
+        return m["accuracy"]
+
+    def is_better(m):  # higher score; on a tie, fewer blocks
+        return best is None or (score(m), -m["avg_layers"]) > (score(best), -best["avg_layers"])
 
     def save_state():
         snapshot = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),

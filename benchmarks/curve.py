@@ -1,0 +1,257 @@
+"""The accuracy–computation picture (DACT.md sections 5–6, issue 7): DACT-BERT against static
+truncation, DeeBERT and PABEE on the same backbone, each method's knob swept.
+
+All four methods share one architecture, a classifier after every block (baselines.py), and
+start from two phase-1 backbones trained once (single seed, CPU budget):
+
+    --last  phase 1 --layers last (backbone + last classifier) = DeeBERT stage 1
+    --all   phase 1 --layers all (backbone + every block's classifier, uniform loss)
+
+    method   classifiers                                   knob swept               seeds
+    static   --all's own (exit at block k)                 k = 1..N                 1 (the backbone run)
+    pabee    --all's own (uniform, not PABEE's j-weighted  patience t = 1..N        1 (the backbone run)
+             loss: no weighted backbone was trained)
+    deebert  stage 2 on --last's frozen states (heads       entropy threshold S      --seeds
+             1..N-1 trained, the last one kept)
+    dact     phase 2 on --all's frozen states (heads only,  ponder penalty τ         --seeds
+             the DACT loss), paper halting rule             (a training knob)
+
+The head-only runs train on [CLS] states cached once per backbone (train.py's `--cache`);
+a seed changes their batch order and dropout masks (the heads start from the checkpoint's
+weights). Each run's `final/` is used (no selection on dev). Every point is evaluated on
+dev with the real inference path (`evaluate` -> `predict` / `predict_exit`: per-example
+exit, batch compaction) at batch size 1, which gives accuracy, blocks run, estimated FLOPs
+and the measured wall-clock (tokenization included, ~0.1 ms per example) in one pass.
+Wall-clock is relative to the full-depth pass (static k = N), timed several times through
+the run (the median is used; min and max are printed). Writes
+benchmarks/results/<name>.{csv,md,png}.
+
+    python benchmarks/curve.py --task sst2 --last ../runs/sst2-p1-last/best --all ../runs/sst2-p1-all/best
+"""
+
+import argparse
+import csv
+import json
+import os
+import statistics
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from tinydact.data import read_examples
+from tinydact.evaluate import evaluate
+from tinydact.model import load_checkpoint
+from tinydact.tokenizer import Tokenizer
+from tinydact.train import TrainConfig, layer_accuracies, train
+
+ROOT = Path(__file__).resolve().parents[1]
+GLUE = ROOT.parent / "shared" / "data" / "glue"
+FOLDERS = {"sst2": "SST-2", "rte": "RTE"}
+KNOB_NAMES = {"static": "k", "deebert": "S", "pabee": "t", "dact": "τ"}
+LABELS = {"dact": "DACT (frozen-backbone phase 2)", "deebert": "DeeBERT (entropy exit)",
+          "pabee": "PABEE exit rule (uniform-loss joint classifiers)", "static": "static truncation"}
+
+
+def floats(text):
+    return [float(x) for x in text.split(",")]
+
+
+def head_run(args, name: str, model: str, seed: int, **settings) -> Path:
+    """Train heads on cached [CLS] states of `model`; returns the run's final/. A finished run
+    with the same settings (runs/<name>/curve.json) is reused, not retrained."""
+    out = Path(args.runs) / name
+    cache = Path(args.runs) / f"cls-cache-{Path(model).resolve().parent.name}-{args.max_length}.pt"  # as tau_sweep.py names it
+    cfg = TrainConfig(model=model, train=args.train, dev=args.dev, out=str(out), freeze_backbone=True, cache=str(cache),
+                      epochs=args.epochs, batch_size=args.batch_size, max_length=args.max_length, head_lr=args.head_lr,
+                      seed=seed, save_every=10**9, **settings)
+    stamp = out / "curve.json"
+    if (out / "final" / "model.safetensors").is_file() and stamp.is_file() and json.loads(stamp.read_text()) == asdict(cfg):
+        print(f"reusing {out}", flush=True)
+        return out / "final"
+    if (out / "state.pt").is_file():
+        (out / "state.pt").unlink()  # a stale run: start over
+    if (out / "log.jsonl").is_file():
+        (out / "log.jsonl").unlink()
+    start = time.time()
+    train(cfg, torch.device("cpu"), quiet=True)
+    stamp.write_text(json.dumps(asdict(cfg)))
+    print(f"trained {out} in {time.time() - start:.0f} s", flush=True)
+    return out / "final"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--task", default="sst2", choices=sorted(FOLDERS))
+    ap.add_argument("--last", required=True, help="phase 1 --layers last checkpoint (DeeBERT stage 1)")
+    ap.add_argument("--all", required=True, help="phase 1 --layers all checkpoint (static, PABEE rule, DACT's start)")
+    ap.add_argument("--train", default=None, help="default: ../shared/data/glue/<TASK>/train.tsv")
+    ap.add_argument("--dev", default=None, help="default: ../shared/data/glue/<TASK>/dev.tsv")
+    ap.add_argument("--taus", default="0,0.01,0.02,0.05,0.1,0.2,0.3,0.5")
+    ap.add_argument("--entropies", default="0,0.05,0.1,0.15,0.2,0.3,0.4,0.5,0.6,0.7")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--epochs", type=float, default=3.0, help="head-only runs")
+    ap.add_argument("--batch-size", type=int, default=256, help="head-only runs")
+    ap.add_argument("--head-lr", type=float, default=1e-3)
+    ap.add_argument("--max-length", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (timings are for this many)")
+    ap.add_argument("--runs", default=str(ROOT / "runs"), help="folder for the head-only runs and the state caches")
+    ap.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
+    ap.add_argument("--name", default=None, help="results file stem (default: curve_<task>)")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    folder = GLUE / FOLDERS[args.task]
+    args.train = args.train or str(folder / "train.tsv")
+    args.dev = args.dev or str(folder / "dev.tsv")
+    name = args.name or f"curve_{args.task}"
+    seeds = [int(s) for s in args.seeds.split(",")]
+    began = time.time()
+
+    # 1. Head-only training runs on cached states
+    runs = []  # (method, knob, seed, checkpoint)
+    for seed in seeds:
+        stage2 = head_run(args, f"curve-{args.task}-deebert-seed{seed}", args.last, seed, phase=1, layers="all-but-last")
+        runs += [("deebert", s, seed, stage2) for s in floats(args.entropies)]
+        for tau in floats(args.taus):
+            runs.append(("dact", tau, seed, head_run(args, f"curve-{args.task}-dact-tau{tau:g}-seed{seed}", args.all, seed,
+                                                     phase=2, tau=tau)))
+    N = load_checkpoint(args.all)[0].num_layers
+    runs = [(m, k, None, Path(args.all)) for m in ("static", "pabee") for k in range(1, N + 1)] + runs
+    train_seconds = time.time() - began
+
+    # 2. Every point on dev, batch size 1, the real inference path; full depth timed between groups
+    tok = Tokenizer.from_pretrained(args.all)
+    models = {}
+
+    def model_at(path):
+        if path not in models:
+            models[path] = load_checkpoint(path)
+        return models[path]
+
+    meta = model_at(Path(args.all))[1]
+    dev, task, _ = read_examples(args.dev, meta["task"], meta["labels"])
+    reference = []  # seconds of full-depth passes
+
+    def full_depth():
+        r = evaluate(model_at(Path(args.all))[0], dev, tok, 1, args.max_length, method="static", knob=N)
+        reference.append(r["seconds"])
+        print(f"full depth: {1000 * r['seconds'] / len(dev):.2f} ms per example", flush=True)
+
+    rows, group = [], None
+    with torch.inference_mode():
+        evaluate(model_at(Path(args.all))[0], dev[:200], tok, 1, args.max_length, method="static", knob=N)  # warm-up, not timed
+        full_depth()
+        for method, knob, seed, path in runs:
+            if (method, seed) != group and group is not None:
+                full_depth()
+            group = (method, seed)
+            model = model_at(path)[0]
+            r = evaluate(model, dev, tok, 1, args.max_length, method=method, knob=None if method == "dact" else knob)
+            rows.append({"task": task, "method": method, "knob_name": KNOB_NAMES[method], "knob": knob,
+                         "seed": "backbone" if seed is None else seed, "accuracy": round(r["accuracy"], 4),
+                         "avg_layers": round(r["avg_layers"], 3), "flops_ratio": round(r["flops_ratio"], 4),
+                         "ms_per_example": round(1000 * r["seconds"] / len(dev), 3),
+                         "histogram": " ".join(map(str, r["histogram"])), "checkpoint": str(path)})
+            print(rows[-1], flush=True)
+        full_depth()
+    ref_ms = 1000 * statistics.median(reference) / len(dev)
+    for row in rows:
+        row["time_ratio"] = round(row["ms_per_example"] / ref_ms, 3)
+
+    # per-block accuracy of each set of classifiers, on the cached dev states
+    blocks = {}
+    for label, path, model_dir in [("--all backbone's own (static, PABEE)", Path(args.all), args.all)] + \
+            [(f"DeeBERT stage 2, seed {s}", Path(args.runs) / f"curve-{args.task}-deebert-seed{s}" / "final", args.last) for s in seeds]:
+        cache = Path(args.runs) / f"cls-cache-{Path(model_dir).resolve().parent.name}-{args.max_length}.pt"
+        dev_cls = torch.load(cache, weights_only=True)["dev"]
+        blocks[label] = layer_accuracies(model_at(path)[0], dev_cls, torch.tensor([e.label for e in dev]), "cpu")
+
+    # 3. Results
+    results = Path(args.results)
+    results.mkdir(parents=True, exist_ok=True)
+    with open(results / f"{name}.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    summary = summarise(rows)
+    plot(summary, results / f"{name}.png", task, N)
+    command = "python " + " ".join([os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:])
+    load = os.getloadavg()
+    lines = [
+        f"# Accuracy against computation, {task} dev ({len(dev)} examples)", "",
+        f"Command (from the repository root): `{command}`", "",
+        f"Backbones (single runs): `--last` = `{args.last}`, `--all` = `{args.all}`; {N} blocks, max length "
+        f"{args.max_length}. Head-only runs: {args.epochs:g} epochs, batch {args.batch_size}, head lr {args.head_lr:g}, "
+        f"seeds {args.seeds}, `final/` checkpoints.", "",
+        f"Timing: CPU, torch {torch.__version__}, {args.threads} thread(s), batch size 1, tokenization included. "
+        f"Full depth: median {ref_ms:.2f} ms per example over {len(reference)} passes "
+        f"(min {1000 * min(reference) / len(dev):.2f}, max {1000 * max(reference) / len(dev):.2f}); "
+        f"load average at the end {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} on {os.cpu_count()} cores. "
+        f"Head training {train_seconds / 60:.1f} min, whole script {(time.time() - began) / 60:.1f} min.", "",
+        "Mean ± standard deviation over seeds where there are several (n); blocks = blocks run per example; "
+        "FLOPs and time are relative to the same model run to full depth.", "",
+        "| method | knob | n | dev accuracy | avg blocks | FLOPs | time (batch 1) |", "|---|---|---|---|---|---|---|",
+    ]
+    for s in summary:
+        lines.append(f"| {s['method']} | {KNOB_NAMES[s['method']]} = {s['knob']:g} | {s['n']} | {pm(s['acc'], s['acc_sd'], 1, 100)}% | "
+                     f"{pm(s['blocks'], s['blocks_sd'], 2)} | {s['flops']:.2f} | {s['time']:.2f} |")
+    lines += ["", "Accuracy of each block's own classifier (dev, cached states):", "",
+              "| classifiers | " + " | ".join(f"block {n}" for n in range(1, N + 1)) + " |", "|---|" + "---|" * N]
+    lines += [f"| {label} | " + " | ".join(f"{100 * a:.1f}" for a in accs) + " |" for label, accs in blocks.items()]
+    lines += ["", f"Per-seed rows, with the histogram of exit blocks: `{name}.csv`. Plot: `{name}.png`."]
+    (results / f"{name}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def pm(mean, sd, digits, scale=1):
+    return f"{scale * mean:.{digits}f}" + (f" ± {scale * sd:.{digits}f}" if sd is not None else "")
+
+
+def summarise(rows):
+    """One entry per (method, knob): means (and standard deviations over seeds)."""
+    out = []
+    for key in dict.fromkeys((r["method"], r["knob"]) for r in rows):
+        group = [r for r in rows if (r["method"], r["knob"]) == key]
+        sd = lambda k: statistics.stdev(r[k] for r in group) if len(group) > 1 else None  # noqa: E731
+        mean = lambda k: statistics.mean(r[k] for r in group)  # noqa: E731
+        out.append({"method": key[0], "knob": key[1], "n": len(group), "acc": mean("accuracy"), "acc_sd": sd("accuracy"),
+                    "blocks": mean("avg_layers"), "blocks_sd": sd("avg_layers"), "flops": mean("flops_ratio"),
+                    "time": mean("time_ratio"), "time_sd": sd("time_ratio")})
+    return out
+
+
+def plot(summary, path, task, N):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharey=True)
+    styles = {"dact": ("tab:red", "o"), "deebert": ("tab:blue", "s"), "pabee": ("tab:green", "^"), "static": ("gray", "D")}
+    for method, (color, marker) in styles.items():
+        pts = sorted((s for s in summary if s["method"] == method), key=lambda s: s["blocks"])
+        if not pts:
+            continue
+        for ax, x, xsd in ((axes[0], "blocks", "blocks_sd"), (axes[1], "time", "time_sd")):
+            ax.errorbar([s[x] for s in pts], [100 * s["acc"] for s in pts], xerr=[s[xsd] or 0 for s in pts],
+                        yerr=[100 * (s["acc_sd"] or 0) for s in pts], color=color, marker=marker, ms=5, capsize=2,
+                        lw=1.2, label=LABELS[method])
+        if method == "dact":
+            for s in pts:
+                axes[0].annotate(f"τ={s['knob']:g}", (s["blocks"], 100 * s["acc"]), fontsize=7, color=color,
+                                 xytext=(3, -9), textcoords="offset points")
+    axes[0].set_xlabel(f"average blocks run per example (of {N})")
+    axes[1].set_xlabel("measured time per example, batch 1, relative to full depth")
+    axes[0].set_ylabel(f"{task} dev accuracy (%)")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8, loc="lower right")
+    fig.suptitle(f"Accuracy against computation on one backbone, {task} dev (mean ± sd over seeds where trained)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,139 @@
+"""Early-exit baselines on the same backbone (DACT.md section 6): static truncation, DeeBERT
+and PABEE, beside DACT-BERT.
+
+Every baseline has DACT-BERT's architecture minus the use of the halting units: a classifier
+after every block, reading the block's [CLS] state. So a `DACTBert` checkpoint serves them
+all; a baseline reads the per-block answers y_n of its modules and ignores h_n. What differs
+is how the classifiers are trained (train.py's `--layers`, mapped by `training_settings`)
+and the exit rule (here):
+
+    method   knob               exit after block n when ...                  answer
+    static   k (int, 1..N)      n = k                                        y_k
+    deebert  S (float, >= 0)    entropy(y_n) < S  (S = 0: full depth)        y_n
+    pabee    t (int, 1..N)      the argmaxes of y_{n-t+1} .. y_n agree       y_n
+    dact     (none; τ is a      `can_halt(a_n, p_n, N − n)` (model.py)       a_n
+             training knob)
+
+and every rule stops at block N. Each rule is a `step` function for `run_with_early_exit`:
+per example, with batch compaction, exactly like `DACTBert.predict`, so blocks, FLOPs and
+wall-clock are counted the same way for every method.
+
+References: DeeBERT, Xin et al., ACL 2020 (entropy in nats of the softmax, as in their code);
+PABEE, Zhou et al., NeurIPS 2020. PABEE's paper and code count the patience as the number
+of times the prediction stayed *unchanged*, so their patience t stops after t + 1 agreeing
+blocks; here (as in DACT.md) t counts the agreeing blocks themselves: our t = their t + 1,
+and t = 1 exits after block 1.
+"""
+
+import torch
+
+from .errors import TinydactError
+from .model import run_with_early_exit
+
+METHODS = ("dact", "static", "deebert", "pabee")
+
+# `tinydact train --method M` sets these TrainConfig fields; "phase" is the step of the
+# method's recipe the user asks for with --phase (None: the method has one step).
+TRAINING = {
+    ("dact", 1): {"phase": 1},  # backbone + every block's answer (--layers all, or last)
+    ("dact", 2): {"phase": 2},  # the DACT loss CE(a_N) + τ Σ p_n (--freeze-backbone: heads only)
+    ("static", None): {"phase": 1, "layers": "all"},  # one classifier per block, trained jointly
+    ("deebert", 1): {"phase": 1, "layers": "last"},  # stage 1: backbone + last classifier
+    ("deebert", 2): {"phase": 1, "layers": "all-but-last", "freeze_backbone": True},  # stage 2
+    ("pabee", None): {"phase": 1, "layers": "weighted"},  # jointly, loss Σ_j j·L_j / Σ_j j
+}
+
+
+def training_settings(method: str, phase: int | None) -> dict:
+    """The TrainConfig fields of one training run of `method` (see TRAINING)."""
+    steps = [p for m, p in TRAINING if m == method]
+    if not steps:
+        raise TinydactError(f"unknown method {method!r}, expected one of {', '.join(METHODS)}")
+    if steps == [None]:
+        if phase not in (None, 1):
+            raise TinydactError(f"--method {method} trains in one step: leave out --phase (or give --phase 1)")
+        return dict(TRAINING[method, None])
+    if phase not in steps:
+        raise TinydactError(f"--method {method} has two steps: give --phase 1 or --phase 2 (see tinydact train --help)")
+    return dict(TRAINING[method, phase])
+
+
+def check_knob(method: str, knob, num_layers: int):
+    """The knob as its method wants it (an int k or t, a float S, None), or a clear error."""
+    if method not in METHODS:
+        raise TinydactError(f"unknown method {method!r}, expected one of {', '.join(METHODS)}")
+    if method == "dact":
+        if knob is not None:
+            raise TinydactError("dact has no exit knob (its trade-off is τ, set at training time): leave out --knob")
+        return None
+    if knob is None:
+        raise TinydactError(f"--method {method} needs --knob ({'the entropy threshold S' if method == 'deebert' else f'an integer 1..{num_layers}'})")
+    if method == "deebert":
+        if not knob >= 0:
+            raise TinydactError(f"deebert's entropy threshold must be >= 0, got {knob}")
+        return float(knob)
+    if knob != int(knob) or not 1 <= knob <= num_layers:
+        raise TinydactError(f"{method}'s knob must be an integer from 1 to {num_layers}, got {knob}")
+    return int(knob)
+
+
+def entropy(y: torch.Tensor) -> torch.Tensor:
+    """Shannon entropy in nats of probability rows y (B, K) -> (B,); 0·log 0 = 0."""
+    return torch.special.entr(y).sum(-1)  # −Σ_c y_c log y_c
+
+
+def exit_rule(model, method: str, knob, batch_size: int, device):
+    """The exit rule of a baseline as (step, start state) for `run_with_early_exit`.
+    `step(n, cls, state)` gets the live rows' [CLS] state after block n, cls (b, H), and
+    returns (state, probs (b, K), done (b,) bool)."""
+    heads, K = model.heads, model.num_labels
+
+    if method == "static":
+        k = knob
+
+        def step(n, cls, state):
+            if n < k:  # nothing to decide before block k: no classifier runs
+                return state, cls.new_zeros(cls.size(0), K), torch.zeros(cls.size(0), dtype=torch.bool, device=cls.device)
+            y_n, _ = heads[n - 1](cls)  # (b, K); the halting value is ignored
+            return state, y_n, torch.ones(cls.size(0), dtype=torch.bool, device=cls.device)
+
+        return step, ()
+
+    if method == "deebert":
+        S = knob
+
+        def step(n, cls, state):
+            y_n, _ = heads[n - 1](cls)  # (b, K)
+            # exit when the block's answer is confident: entropy(y_n) < S
+            return state, y_n, entropy(y_n) < S
+
+        return step, ()
+
+    if method == "pabee":
+        t = knob
+
+        def step(n, cls, state):
+            previous, count = state  # argmax of y_{n-1} (−1 before block 1), agreeing blocks so far
+            y_n, _ = heads[n - 1](cls)  # (b, K)
+            c_n = y_n.argmax(-1)  # (b,)
+            # count = how many consecutive blocks, ending at n, answer c_n
+            count = torch.where(c_n == previous, count + 1, torch.ones_like(count))
+            return (c_n, count), y_n, count >= t
+
+        start = (torch.full((batch_size,), -1, device=device), torch.zeros(batch_size, dtype=torch.long, device=device))
+        return step, start
+
+    raise TinydactError(f"no exit rule for method {method!r}")
+
+
+@torch.no_grad()
+def predict_exit(model, input_ids, attention_mask=None, token_type_ids=None, method: str = "dact", knob=None):
+    """`DACTBert.predict` for any method: labels (B,), probabilities at the exit (B, K),
+    blocks executed (B,). Per example early exit with batch compaction; `dact` is
+    `model.predict` itself (paper rule)."""
+    knob = check_knob(method, knob, model.num_layers)
+    if method == "dact":
+        return model.predict(input_ids, attention_mask, token_type_ids)
+    step, state = exit_rule(model, method, knob, input_ids.size(0), input_ids.device)
+    probs, layers = run_with_early_exit(model.bert, input_ids, attention_mask, token_type_ids, step, state)
+    return probs.argmax(-1), probs, layers

@@ -67,16 +67,17 @@ def head_run(args, name: str, model: str, seed: int, **settings) -> Path:
     cfg = TrainConfig(model=model, train=args.train, dev=args.dev, out=str(out), freeze_backbone=True, cache=str(cache),
                       epochs=args.epochs, batch_size=args.batch_size, max_length=args.max_length, head_lr=args.head_lr,
                       seed=seed, save_every=10**9, **settings)
+    backbone_time = (Path(model) / "model.safetensors").stat().st_mtime
+    if cache.is_file() and cache.stat().st_mtime < backbone_time:
+        cache.unlink()  # the cache key names the backbone's folder, not its contents: this one predates them
     stamp = out / "curve.json"
-    if (out / "final" / "model.safetensors").is_file() and stamp.is_file() and json.loads(stamp.read_text()) == asdict(cfg):
+    if stamp.is_file() and stamp.stat().st_mtime > backbone_time and json.loads(stamp.read_text()) == asdict(cfg):
         print(f"reusing {out}", flush=True)
         return out / "final"
-    if (out / "state.pt").is_file():
-        (out / "state.pt").unlink()  # a stale run: start over
-    if (out / "log.jsonl").is_file():
-        (out / "log.jsonl").unlink()
+    (out / "log.jsonl").unlink(missing_ok=True)  # a stale run: start over
     start = time.time()
     train(cfg, torch.device("cpu"), quiet=True)
+    (out / "state.pt").unlink()  # only needed to resume (~90 MB a run)
     stamp.write_text(json.dumps(asdict(cfg)))
     print(f"trained {out} in {time.time() - start:.0f} s", flush=True)
     return out / "final"

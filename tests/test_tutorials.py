@@ -13,6 +13,9 @@ import pytest
 TUTORIALS = sorted((Path(__file__).resolve().parents[1] / "tutorials").glob("[0-9]*.py"))
 # the tutorials that load a BERT and honour TINYDACT_MODEL (a directory, or "random")
 MODEL_TUTORIALS = [p for p in TUTORIALS if "TINYDACT_MODEL" in p.read_text(encoding="utf-8")]
+# the tutorials that read SST-2 from ../shared when it is there and honour TINYDACT_DATA=builtin
+DATA_TUTORIALS = [p for p in TUTORIALS if "TINYDACT_DATA" in p.read_text(encoding="utf-8")]
+SST2 = Path(__file__).resolve().parents[2] / "shared" / "data" / "glue" / "SST-2"
 
 
 def run_tutorial(path, cwd, **env):
@@ -40,6 +43,14 @@ def test_tutorial_runs_on_a_dact_checkpoint(path, tiny_model_dir, tmp_path):
     `BertModel` names plus `dact_heads.*` keys (here a tiny random one). The other fallback,
     the random BERT built in the script, is what test_tutorial_runs takes without ../shared."""
     run_tutorial(path, tmp_path, TINYDACT_MODEL=str(tiny_model_dir))
+
+
+@pytest.mark.parametrize("path", DATA_TUTORIALS, ids=lambda p: p.name)
+def test_tutorial_runs_on_builtin_sentences(path, tmp_path):
+    """What a user's clone runs: without ../shared/data, the sentences written into the script."""
+    if not SST2.is_dir():
+        pytest.skip("no ../shared/data/glue/SST-2: test_tutorial_runs already used the built-in sentences")
+    run_tutorial(path, tmp_path, TINYDACT_DATA="builtin")
 
 
 @pytest.mark.parametrize("path", TUTORIALS, ids=lambda p: p.name)

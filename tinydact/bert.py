@@ -321,7 +321,8 @@ def load_bert_weights(model: Bert, tensors: dict, source: str = "checkpoint") ->
         if hf in IGNORED_KEYS or hf.startswith(IGNORED_PREFIXES):
             continue
         if hf not in names:
-            raise TinydactError(f"{source}: unexpected key {key!r} (not part of a BERT encoder)")
+            hint = "a DACT-BERT checkpoint: load it with tinydact.model.load_checkpoint" if hf.startswith("dact_heads.") else "not part of a BERT encoder"
+            raise TinydactError(f"{source}: unexpected key {key!r} ({hint})")
         ours = names[hf]
         if ours in by_ours:  # e.g. both `bert.pooler.dense.weight` and `pooler.dense.weight`
             raise TinydactError(f"{source}: key {key!r} appears twice (under two official names)")

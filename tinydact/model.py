@@ -151,6 +151,9 @@ def atomic_write(path: Path, write) -> None:
     leaves either the old file or the new one, never half of one."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     write(tmp)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # some writers create 0600 files; give the usual permissions
     os.replace(tmp, path)
 
 

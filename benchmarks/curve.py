@@ -91,7 +91,7 @@ def main():
     ap.add_argument("--train", default=None, help="default: ../shared/data/glue/<TASK>/train.tsv")
     ap.add_argument("--dev", default=None, help="default: ../shared/data/glue/<TASK>/dev.tsv")
     ap.add_argument("--taus", default="0,0.01,0.02,0.05,0.1,0.2,0.3,0.5")
-    ap.add_argument("--entropies", default="0,0.05,0.1,0.15,0.2,0.3,0.4,0.5,0.6,0.7")
+    ap.add_argument("--entropies", default="0,0.05,0.1,0.15,0.2,0.3,0.4,0.5,0.6,0.65,0.68,0.69,0.7")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--epochs", type=float, default=3.0, help="head-only runs")
     ap.add_argument("--batch-size", type=int, default=256, help="head-only runs")
@@ -133,12 +133,18 @@ def main():
 
     meta = model_at(Path(args.all))[1]
     dev, task, _ = read_examples(args.dev, meta["task"], meta["labels"])
-    reference = []  # seconds of full-depth passes
+    load_before = os.getloadavg()
+
+    def timed(path, method, knob):
+        """evaluate() at batch 1: its metrics, with wall-clock and this process's CPU time per example (ms)."""
+        r = evaluate(model_at(path)[0], dev, tok, 1, args.max_length, method=method, knob=None if method == "dact" else knob)
+        return r, 1000 * r["seconds"] / len(dev), 1000 * r["cpu_seconds"] / len(dev)
+
+    reference = []  # (wall, CPU) ms per example of full-depth passes
 
     def full_depth():
-        r = evaluate(model_at(Path(args.all))[0], dev, tok, 1, args.max_length, method="static", knob=N)
-        reference.append(r["seconds"])
-        print(f"full depth: {1000 * r['seconds'] / len(dev):.2f} ms per example", flush=True)
+        reference.append(timed(Path(args.all), "static", N)[1:])
+        print(f"full depth: {reference[-1][0]:.2f} ms per example (CPU {reference[-1][1]:.2f})", flush=True)
 
     rows, group = [], None
     with torch.inference_mode():
@@ -148,18 +154,19 @@ def main():
             if (method, seed) != group and group is not None:
                 full_depth()
             group = (method, seed)
-            model = model_at(path)[0]
-            r = evaluate(model, dev, tok, 1, args.max_length, method=method, knob=None if method == "dact" else knob)
+            r, wall, cpu = timed(path, method, knob)
             rows.append({"task": task, "method": method, "knob_name": KNOB_NAMES[method], "knob": knob,
                          "seed": "backbone" if seed is None else seed, "accuracy": round(r["accuracy"], 4),
                          "avg_layers": round(r["avg_layers"], 3), "flops_ratio": round(r["flops_ratio"], 4),
-                         "ms_per_example": round(1000 * r["seconds"] / len(dev), 3),
+                         "ms_per_example": round(wall, 3), "cpu_ms_per_example": round(cpu, 3),
                          "histogram": " ".join(map(str, r["histogram"])), "checkpoint": str(path)})
             print(rows[-1], flush=True)
         full_depth()
-    ref_ms = 1000 * statistics.median(reference) / len(dev)
+    ref_wall = statistics.median(w for w, _ in reference)
+    ref_cpu = statistics.median(c for _, c in reference)
     for row in rows:
-        row["time_ratio"] = round(row["ms_per_example"] / ref_ms, 3)
+        row["time_ratio"] = round(row["ms_per_example"] / ref_wall, 3)
+        row["cpu_ratio"] = round(row["cpu_ms_per_example"] / ref_cpu, 3)
 
     # per-block accuracy of each set of classifiers, on the cached dev states
     blocks = {}
@@ -186,18 +193,21 @@ def main():
         f"Backbones (single runs): `--last` = `{args.last}`, `--all` = `{args.all}`; {N} blocks, max length "
         f"{args.max_length}. Head-only runs: {args.epochs:g} epochs, batch {args.batch_size}, head lr {args.head_lr:g}, "
         f"seeds {args.seeds}, `final/` checkpoints.", "",
-        f"Timing: CPU, torch {torch.__version__}, {args.threads} thread(s), batch size 1, tokenization included. "
-        f"Full depth: median {ref_ms:.2f} ms per example over {len(reference)} passes "
-        f"(min {1000 * min(reference) / len(dev):.2f}, max {1000 * max(reference) / len(dev):.2f}); "
-        f"load average at the end {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} on {os.cpu_count()} cores. "
+        f"Timing: CPU, torch {torch.__version__}, {args.threads} thread(s), batch size 1, one pass over dev per point, "
+        f"tokenization included; wall-clock, and this process's CPU time (less sensitive to other processes on the "
+        f"machine). Full depth (static k = {N}), {len(reference)} passes spread through the run: wall-clock median "
+        f"{ref_wall:.2f} ms per example (min {min(w for w, _ in reference):.2f}, max {max(w for w, _ in reference):.2f}), "
+        f"CPU time median {ref_cpu:.2f} (min {min(c for _, c in reference):.2f}, max {max(c for _, c in reference):.2f}). "
+        f"Load average (1/5/15 min) {' / '.join(f'{x:.1f}' for x in load_before)} before the timed passes and "
+        f"{' / '.join(f'{x:.1f}' for x in load)} at the end, on {os.cpu_count()} cores. "
         f"Head training {train_seconds / 60:.1f} min, whole script {(time.time() - began) / 60:.1f} min.", "",
         "Mean ± standard deviation over seeds where there are several (n); blocks = blocks run per example; "
-        "FLOPs and time are relative to the same model run to full depth.", "",
-        "| method | knob | n | dev accuracy | avg blocks | FLOPs | time (batch 1) |", "|---|---|---|---|---|---|---|",
+        "FLOPs, wall-clock and CPU time are relative to the same model run to full depth (medians above).", "",
+        "| method | knob | n | dev accuracy | avg blocks | FLOPs | wall-clock | CPU time |", "|---|---|---|---|---|---|---|---|",
     ]
     for s in summary:
         lines.append(f"| {s['method']} | {KNOB_NAMES[s['method']]} = {s['knob']:g} | {s['n']} | {pm(s['acc'], s['acc_sd'], 1, 100)}% | "
-                     f"{pm(s['blocks'], s['blocks_sd'], 2)} | {s['flops']:.2f} | {s['time']:.2f} |")
+                     f"{pm(s['blocks'], s['blocks_sd'], 2)} | {s['flops']:.2f} | {s['time']:.2f} | {s['cpu']:.2f} |")
     lines += ["", "Accuracy of each block's own classifier (dev, cached states):", "",
               "| classifiers | " + " | ".join(f"block {n}" for n in range(1, N + 1)) + " |", "|---|" + "---|" * N]
     lines += [f"| {label} | " + " | ".join(f"{100 * a:.1f}" for a in accs) + " |" for label, accs in blocks.items()]
@@ -219,37 +229,47 @@ def summarise(rows):
         mean = lambda k: statistics.mean(r[k] for r in group)  # noqa: E731
         out.append({"method": key[0], "knob": key[1], "n": len(group), "acc": mean("accuracy"), "acc_sd": sd("accuracy"),
                     "blocks": mean("avg_layers"), "blocks_sd": sd("avg_layers"), "flops": mean("flops_ratio"),
-                    "time": mean("time_ratio"), "time_sd": sd("time_ratio")})
+                    "time": mean("time_ratio"), "cpu": mean("cpu_ratio"), "cpu_sd": sd("cpu_ratio")})
     return out
 
 
 def plot(summary, path, task, N):
+    """Accuracy against average blocks (all of it, and the top of the range), and against
+    CPU time per example relative to full depth."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharey=True)
+    top = max(100 * s["acc"] for s in summary)
+    floor = min(100 * s["acc"] for s in summary if s["blocks"] >= 3.5) - 1.5  # the zoom: budgets of 3.5 blocks and more
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
     styles = {"dact": ("tab:red", "o"), "deebert": ("tab:blue", "s"), "pabee": ("tab:green", "^"), "static": ("gray", "D")}
+    panels = [(axes[0], "blocks", "blocks_sd", "all points"), (axes[1], "blocks", "blocks_sd", "zoom"),
+              (axes[2], "cpu", "cpu_sd", "zoom")]
     for method, (color, marker) in styles.items():
         pts = sorted((s for s in summary if s["method"] == method), key=lambda s: s["blocks"])
-        if not pts:
-            continue
-        for ax, x, xsd in ((axes[0], "blocks", "blocks_sd"), (axes[1], "time", "time_sd")):
+        for ax, x, xsd, _ in panels:
             ax.errorbar([s[x] for s in pts], [100 * s["acc"] for s in pts], xerr=[s[xsd] or 0 for s in pts],
                         yerr=[100 * (s["acc_sd"] or 0) for s in pts], color=color, marker=marker, ms=5, capsize=2,
                         lw=1.2, label=LABELS[method])
         if method == "dact":
             for s in pts:
-                axes[0].annotate(f"τ={s['knob']:g}", (s["blocks"], 100 * s["acc"]), fontsize=7, color=color,
-                                 xytext=(3, -9), textcoords="offset points")
-    axes[0].set_xlabel(f"average blocks run per example (of {N})")
-    axes[1].set_xlabel("measured time per example, batch 1, relative to full depth")
-    axes[0].set_ylabel(f"{task} dev accuracy (%)")
-    for ax in axes:
+                axes[1].annotate(f"τ={s['knob']:g}", (s["blocks"], 100 * s["acc"]), fontsize=7, color=color,
+                                 xytext=(4, -10), textcoords="offset points")
+    for ax, x, _, what in panels:
         ax.grid(alpha=0.3)
+        ax.set_ylabel(f"{task} dev accuracy (%)")
+        if what == "zoom":
+            ax.set_ylim(floor, top + 0.8)
+    axes[0].set_xlabel(f"average blocks run per example (of {N})")
+    axes[1].set_xlabel(f"average blocks run per example (of {N}), accuracy ≥ {floor:.0f}%")
+    axes[1].set_xlim(3.3, N + 0.15)
+    axes[2].set_xlabel("CPU time per example, batch 1, relative to full depth")
+    axes[2].set_xlim(0.5, None)
     axes[0].legend(fontsize=8, loc="lower right")
-    fig.suptitle(f"Accuracy against computation on one backbone, {task} dev (mean ± sd over seeds where trained)", fontsize=10)
+    fig.suptitle(f"Accuracy against computation on one backbone, {task} dev (mean ± sd over seeds where there are several)",
+                 fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 

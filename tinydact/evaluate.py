@@ -42,7 +42,7 @@ def evaluate(model, examples, tokenizer, batch_size=64, max_length=128, halt=Tru
     plan = batch_plan(lengths, batch_size)  # sorted by length: little padding
     pred = [0] * len(examples)
     layers = [0] * len(examples)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     for idx in plan:
         enc, _, _ = encode_batch(examples, idx, tokenizer, max_length)
         inputs = [t.to(device) for t in enc]
@@ -54,7 +54,7 @@ def evaluate(model, examples, tokenizer, batch_size=64, max_length=128, halt=Tru
             pred[i], layers[i] = lab, n
     if device.type == "cuda":
         torch.cuda.synchronize()
-    seconds = time.perf_counter() - start
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     gold = [e.label for e in examples]
     N, cfg = model.num_layers, model.bert.config
     flops = [estimate_flops(cfg, t, n, model.num_labels) for t, n in zip(lengths, layers)]
@@ -68,6 +68,7 @@ def evaluate(model, examples, tokenizer, batch_size=64, max_length=128, halt=Tru
         "gflops_per_example": sum(flops) / len(examples) / 1e9,
         "flops_ratio": sum(flops) / sum(full),  # against the same model run to full depth
         "seconds": seconds,
+        "cpu_seconds": cpu_seconds,  # this process's CPU time over the same span (all its threads)
         "batch_size": batch_size,
         "halt": halt,
         "rule": rule,

@@ -50,6 +50,7 @@ from tinydact.train import TrainConfig, layer_accuracies, train
 ROOT = Path(__file__).resolve().parents[1]
 GLUE = ROOT.parent / "shared" / "data" / "glue"
 FOLDERS = {"sst2": "SST-2", "rte": "RTE"}
+REUSED = []  # head runs found finished with the same settings (an earlier invocation of the same command)
 KNOB_NAMES = {"static": "k", "deebert": "S", "pabee": "t", "dact": "τ"}
 LABELS = {"dact": "DACT (frozen-backbone phase 2)", "deebert": "DeeBERT (entropy exit)",
           "pabee": "PABEE exit rule (uniform-loss joint classifiers)", "static": "static truncation"}
@@ -73,6 +74,7 @@ def head_run(args, name: str, model: str, seed: int, **settings) -> Path:
     stamp = out / "curve.json"
     if stamp.is_file() and stamp.stat().st_mtime > backbone_time and json.loads(stamp.read_text()) == asdict(cfg):
         print(f"reusing {out}", flush=True)
+        REUSED.append(name)
         return out / "final"
     (out / "log.jsonl").unlink(missing_ok=True)  # a stale run: start over
     start = time.time()
@@ -200,7 +202,8 @@ def main():
         f"CPU time median {ref_cpu:.2f} (min {min(c for _, c in reference):.2f}, max {max(c for _, c in reference):.2f}). "
         f"Load average (1/5/15 min) {' / '.join(f'{x:.1f}' for x in load_before)} before the timed passes and "
         f"{' / '.join(f'{x:.1f}' for x in load)} at the end, on {os.cpu_count()} cores. "
-        f"Head training {train_seconds / 60:.1f} min, whole script {(time.time() - began) / 60:.1f} min.", "",
+        f"Head training {train_seconds / 60:.1f} min ({len(REUSED)} of {len(seeds) * (1 + len(floats(args.taus)))} head runs "
+        f"reused from an earlier invocation of this command), whole script {(time.time() - began) / 60:.1f} min.", "",
         "Mean ± standard deviation over seeds where there are several (n); blocks = blocks run per example; "
         "FLOPs, wall-clock and CPU time are relative to the same model run to full depth (medians above).", "",
         "| method | knob | n | dev accuracy | avg blocks | FLOPs | wall-clock | CPU time |", "|---|---|---|---|---|---|---|---|",

@@ -2,10 +2,18 @@
 built by hand (a 40-token vocabulary, 4 blocks of width 32), so that model, CLI and training
 tests run in a user's clone without any download."""
 
+import os
 from pathlib import Path
 
 import pytest
 import torch
+
+# One thread per process, for this process and the ones the tests start (CLI, tutorials,
+# torchrun): on a 2-core machine, several processes each spinning 2 OpenMP threads slow each
+# other down many times over, and single-threaded runs are the same from one machine to
+# another.
+os.environ["OMP_NUM_THREADS"] = "1"
+torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"

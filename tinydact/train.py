@@ -37,7 +37,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from .dact import can_halt, dact_loss, dact_update
+from .dact import can_halt, dact_forward, dact_loss
 from .data import batch_plan, encode_batch, example_lengths, read_examples
 from .errors import TinydactError
 from .evaluate import evaluate
@@ -232,17 +232,12 @@ def evaluate_cached(model, cls, labels, rule: str, device) -> dict:
     full trajectory (no compaction needed: the backbone is not run here)."""
     model.eval()
     cls = cls.to(device, torch.float32)
-    a_N, p, y, h = model.forward_heads(cls)
-    N, B = model.num_layers, cls.size(0)
-    layers = torch.full((B,), N, device=device)
-    stopped = torch.zeros(B, dtype=torch.bool, device=device)
-    a_n, p_n = torch.zeros_like(a_N), torch.ones(B, device=device)
-    for n in range(1, N + 1):
-        a_n, p_n = dact_update(a_n, p_n, y[:, n - 1], h[:, n - 1])
-        now = can_halt(a_n, p_n, N - n, rule) & ~stopped
-        layers[now] = n
-        stopped |= now
-    acc = (a_N.argmax(-1).cpu() == labels).float().mean().item()
+    _, _, y, h = model.forward_heads(cls)  # (B, N, K), (B, N)
+    a, p = dact_forward(y, h)  # a_1..a_N (B, N, K), p_1..p_N (B, N)
+    N = model.num_layers
+    halts = torch.stack([can_halt(a[:, n - 1], p[:, n - 1], N - n, rule) for n in range(1, N + 1)], 1)  # (B, N)
+    layers = halts.float().argmax(1) + 1  # the first block whose test passes (block N always does)
+    acc = (a[:, -1].argmax(-1).cpu() == labels).float().mean().item()
     return {"accuracy": acc, "avg_layers": layers.float().mean().item(), "ponder": p.sum(1).mean().item()}
 
 

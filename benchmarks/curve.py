@@ -15,6 +15,8 @@ start from two phase-1 backbones trained once (single seed, CPU budget):
              1..N-1 trained, the last one kept)
     dact     phase 2 on --all's frozen states (heads only,  ponder penalty τ         --seeds
              the DACT loss), paper halting rule             (a training knob)
+    dact-joint  optional (--joint): finished phase-2 runs that also trained the backbone, each
+             a single run with its own τ; their backbone is no longer the one the others share
 
 The head-only runs train on [CLS] states cached once per backbone (train.py's `--cache`);
 a seed changes their batch order and dropout masks (the heads start from the checkpoint's
@@ -33,6 +35,7 @@ import argparse
 import csv
 import json
 import os
+import shutil
 import statistics
 import sys
 import time
@@ -43,7 +46,7 @@ import torch
 
 from tinydact.data import read_examples
 from tinydact.evaluate import evaluate
-from tinydact.model import load_checkpoint
+from tinydact.model import load_checkpoint, read_dact_config
 from tinydact.tokenizer import Tokenizer
 from tinydact.train import TrainConfig, layer_accuracies, train
 
@@ -51,9 +54,10 @@ ROOT = Path(__file__).resolve().parents[1]
 GLUE = ROOT.parent / "shared" / "data" / "glue"
 FOLDERS = {"sst2": "SST-2", "rte": "RTE"}
 REUSED = []  # head runs found finished with the same settings (an earlier invocation of the same command)
-KNOB_NAMES = {"static": "k", "deebert": "S", "pabee": "t", "dact": "τ"}
+KNOB_NAMES = {"static": "k", "deebert": "S", "pabee": "t", "dact": "τ", "dact-joint": "τ"}
 LABELS = {"dact": "DACT (frozen-backbone phase 2)", "deebert": "DeeBERT (entropy exit)",
-          "pabee": "PABEE exit rule (uniform-loss joint classifiers)", "static": "static truncation"}
+          "pabee": "PABEE exit rule (uniform-loss joint classifiers)", "static": "static truncation",
+          "dact-joint": "DACT, joint phase 2 (--joint: backbone trained further, single runs)"}
 
 
 def floats(text):
@@ -80,6 +84,7 @@ def head_run(args, name: str, model: str, seed: int, **settings) -> Path:
     start = time.time()
     train(cfg, torch.device("cpu"), quiet=True)
     (out / "state.pt").unlink()  # only needed to resume (~90 MB a run)
+    shutil.rmtree(out / "best", ignore_errors=True)  # selected on dev; only final/ is used
     stamp.write_text(json.dumps(asdict(cfg)))
     print(f"trained {out} in {time.time() - start:.0f} s", flush=True)
     return out / "final"
@@ -95,6 +100,7 @@ def main():
     ap.add_argument("--taus", default="0,0.01,0.02,0.05,0.1,0.2,0.3,0.5")
     ap.add_argument("--entropies", default="0,0.05,0.1,0.15,0.2,0.3,0.4,0.5,0.6,0.65,0.68,0.69,0.7")
     ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--joint", default="", help="comma-separated checkpoints of joint phase-2 DACT runs to add (optional)")
     ap.add_argument("--epochs", type=float, default=3.0, help="head-only runs")
     ap.add_argument("--batch-size", type=int, default=256, help="head-only runs")
     ap.add_argument("--head-lr", type=float, default=1e-3)
@@ -122,6 +128,8 @@ def main():
                                                      phase=2, tau=tau)))
     N = load_checkpoint(args.all)[0].num_layers
     runs = [(m, k, None, Path(args.all)) for m in ("static", "pabee") for k in range(1, N + 1)] + runs
+    for path in filter(None, args.joint.split(",")):
+        runs.append(("dact-joint", read_dact_config(path)["trained"]["tau"], None, Path(path)))
     train_seconds = time.time() - began
 
     # 2. Every point on dev, batch size 1, the real inference path; full depth timed between groups
@@ -139,7 +147,8 @@ def main():
 
     def timed(path, method, knob):
         """evaluate() at batch 1: its metrics, with wall-clock and this process's CPU time per example (ms)."""
-        r = evaluate(model_at(path)[0], dev, tok, 1, args.max_length, method=method, knob=None if method == "dact" else knob)
+        rule = "dact" if method.startswith("dact") else method  # dact's knob τ is a training setting
+        r = evaluate(model_at(path)[0], dev, tok, 1, args.max_length, method=rule, knob=None if rule == "dact" else knob)
         return r, 1000 * r["seconds"] / len(dev), 1000 * r["cpu_seconds"] / len(dev)
 
     reference = []  # (wall, CPU) ms per example of full-depth passes
@@ -247,16 +256,20 @@ def plot(summary, path, task, N):
     top = max(100 * s["acc"] for s in summary)
     floor = min(100 * s["acc"] for s in summary if s["blocks"] >= 3.5) - 1.5  # the zoom: budgets of 3.5 blocks and more
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
-    styles = {"dact": ("tab:red", "o"), "deebert": ("tab:blue", "s"), "pabee": ("tab:green", "^"), "static": ("gray", "D")}
+    styles = {"dact": ("tab:red", "o"), "deebert": ("tab:blue", "s"), "pabee": ("tab:green", "^"), "static": ("gray", "D"),
+              "dact-joint": ("darkred", "*")}
     panels = [(axes[0], "blocks", "blocks_sd", "all points"), (axes[1], "blocks", "blocks_sd", "zoom"),
               (axes[2], "cpu", "cpu_sd", "zoom")]
     for method, (color, marker) in styles.items():
         pts = sorted((s for s in summary if s["method"] == method), key=lambda s: s["blocks"])
+        if not pts:
+            continue
+        joint = method == "dact-joint"  # separate runs, separate backbones: points, no line
         for ax, x, xsd, _ in panels:
             ax.errorbar([s[x] for s in pts], [100 * s["acc"] for s in pts], xerr=[s[xsd] or 0 for s in pts],
-                        yerr=[100 * (s["acc_sd"] or 0) for s in pts], color=color, marker=marker, ms=5, capsize=2,
-                        lw=1.2, label=LABELS[method])
-        if method == "dact":
+                        yerr=[100 * (s["acc_sd"] or 0) for s in pts], color=color, marker=marker, ms=11 if joint else 5,
+                        capsize=2, lw=1.2, ls="none" if joint else "-", label=LABELS[method])
+        if method.startswith("dact"):
             for s in pts:
                 axes[1].annotate(f"τ={s['knob']:g}", (s["blocks"], 100 * s["acc"]), fontsize=7, color=color,
                                  xytext=(4, -10), textcoords="offset points")

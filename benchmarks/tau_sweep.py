@@ -48,7 +48,8 @@ def main():
     torch.set_num_threads(max(1, torch.get_num_threads()))
 
     mode = "joint" if args.joint else "frozen"
-    cache = Path(args.runs) / f"cls-cache-{Path(args.model).resolve().parent.name}-{args.max_length}.pt"
+    start = Path(args.model).resolve()
+    cache = Path(args.runs) / f"cls-cache-{start.parent.name}-{start.name}-{args.max_length}.pt"  # best/ and final/ differ
     tok = Tokenizer.from_pretrained(args.model)
     rows = []
     for tau in [float(t) for t in args.taus.split(",")]:

@@ -185,6 +185,19 @@ def test_plain_and_sdpa_attention_agree():
         assert (sdpa(ids) - plain(ids)).abs().max() < TOL  # no mask at all
 
 
+def test_inference_in_place_path_equals_the_autograd_path():
+    # without autograd the blocks overwrite fresh buffers in place (bert.in_place); with it
+    # they must not (the graph needs the originals): both give the very same numbers
+    model = random_tiny_bert("sdpa")
+    ids, mask = padded_batch(TINY["vocab_size"], [9, 4, 2])
+    with torch.no_grad():
+        fast = model(ids, mask)
+    slow = model(ids, mask)  # grad enabled: a graph is recorded, no in-place op
+    assert slow.requires_grad and torch.equal(fast, slow.detach())
+    slow[:, 0].sum().backward()  # would raise if an op had overwritten a tensor the graph needs
+    assert model.blocks[0].mlp.fc.weight.grad.abs().sum() > 0
+
+
 def test_plain_attention_map_is_a_distribution_that_ignores_padding():
     model = random_tiny_bert("plain")
     ids, mask = padded_batch(TINY["vocab_size"], [6, 3])

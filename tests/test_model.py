@@ -144,6 +144,11 @@ def test_bad_checkpoints_give_clear_errors(tmp_path):
     save_file(tensors, tmp_path / "ck2" / "model.safetensors")
     with pytest.raises(TinydactError, match=r"missing key 'dact_heads\.0\.answer\.weight'"):
         load_checkpoint(tmp_path / "ck2")
+    tensors["dact_heads.0.answer.weight"] = torch.zeros(2, 32)
+    tensors["dact_heads.9.answer.weight"] = torch.zeros(2, 32)  # a seventh head the model lacks
+    save_file(tensors, tmp_path / "ck2" / "model.safetensors")
+    with pytest.raises(TinydactError, match=r"unexpected key 'dact_heads\.9\.answer\.weight'"):
+        load_checkpoint(tmp_path / "ck2")
     (tmp_path / "ck2" / "model.safetensors").write_bytes(b"\x00\x01garbage")
     with pytest.raises(TinydactError, match="not a valid safetensors file"):
         load_checkpoint(tmp_path / "ck2")

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .bert import Bert, BertConfig, bert_state_for_hf, load_bert_weights, read_checkpoint
+from .bert import Bert, BertConfig, bert_state_for_hf, copy_exactly, load_bert_weights, read_checkpoint
 from .dact import HALT_BIAS, DACTHead, can_halt, dact_update
 from .errors import TinydactError
 
@@ -202,25 +202,8 @@ def load_checkpoint(path, attention: str = "sdpa"):
     source = str(path / "model.safetensors")
     heads = {k[len(HEAD_PREFIX) :]: v for k, v in tensors.items() if k.startswith(HEAD_PREFIX)}
     load_bert_weights(model.bert, {k: v for k, v in tensors.items() if not k.startswith(HEAD_PREFIX)}, source)
-    load_exactly(model.heads, heads, source, HEAD_PREFIX)
+    copy_exactly(model.heads, heads, source, shown=lambda name: HEAD_PREFIX + name)
     return model.eval(), meta
-
-
-def load_exactly(module: nn.Module, tensors: dict, source: str, prefix: str = "") -> None:
-    """Copy `tensors` into `module`'s parameters by name; any missing or unexpected key or
-    wrong shape is an error naming it."""
-    params = module.state_dict()
-    for key, t in tensors.items():
-        if key not in params:
-            raise TinydactError(f"{source}: unexpected key {prefix + key!r}")
-        if tuple(t.shape) != tuple(params[key].shape):
-            raise TinydactError(f"{source}: key {prefix + key!r} has shape {tuple(t.shape)}, the model expects {tuple(params[key].shape)}")
-    missing = [k for k in params if k not in tensors]
-    if missing:
-        raise TinydactError(f"{source}: missing key {prefix + missing[0]!r}")
-    with torch.no_grad():
-        for key, t in tensors.items():
-            params[key].copy_(t)
 
 
 def new_from_bert(path, num_labels: int, halt_bias: float = HALT_BIAS, attention: str = "sdpa") -> DACTBert:

@@ -102,3 +102,24 @@ def test_labels_of_a_checkpoint_must_match_the_data(tiny_model_dir, tmp_path):
     rte.write_text("sentence1\tsentence2\tlabel\nA\tB\tentailment\n")
     with pytest.raises(TinydactError, match=r"trained for labels \['negative', 'positive'\]"):
         train(config(tiny_model_dir, rte, tmp_path / "y", task="rte", dev=None), torch.device("cpu"), quiet=True)
+
+
+@pytest.mark.parametrize("tau_end", [0.0, 0.3])
+def test_the_loss_gets_tau_or_its_linear_ramp_to_tau_end(tiny_model_dir, tiny_tsv, tmp_path, monkeypatch, tau_end):
+    seen = []
+    real = train_module.dact_loss
+
+    def recording(a_N, labels, p, tau):
+        seen.append(tau)
+        return real(a_N, labels, p, tau)
+
+    monkeypatch.setattr(train_module, "dact_loss", recording)
+    cfg = config(tiny_model_dir, tiny_tsv, tmp_path / "ramp", freeze_backbone=True, epochs=3, tau=0.1, tau_end=tau_end)
+    train(cfg, torch.device("cpu"), quiet=True)
+    assert len(seen) == 9  # 12 rows, batch 4, 3 epochs: one loss per optimizer step
+    expected = [0.1] * 9 if tau_end == 0 else [0.1 + 0.2 * s / 8 for s in range(9)]  # from τ at step 0 to τ_end at the last
+    assert seen == pytest.approx(expected, abs=1e-12)
+    trained = json.loads((tmp_path / "ramp" / "final" / "config.json").read_text())["dact"]["trained"]
+    assert trained["tau"] == 0.1 and trained["tau_end"] == tau_end
+    with pytest.raises(TinydactError, match="--tau-end must be >= 0"):
+        train(config(tiny_model_dir, tiny_tsv, tmp_path / "bad", tau_end=-0.1), torch.device("cpu"), quiet=True)

@@ -56,6 +56,7 @@ def _train_options(f):
         "layers": "phase 1: cross-entropy on every block's answer (all), the last (last), every block's "
                   "weighted by its depth j (weighted: PABEE) or all but the last (all-but-last: DeeBERT stage 2)",
         "tau": "ponder penalty τ of the DACT loss",
+        "tau_end": "phase 2, our option: τ rises linearly from --tau to --tau-end over the run (0: constant τ)",
         "freeze_backbone": "phase 2: train only the DACT modules, on cached [CLS] states",
         "cache": "file to keep cached [CLS] states in (frozen backbone), reused when it matches",
     }

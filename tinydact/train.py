@@ -55,6 +55,7 @@ class TrainConfig:
     phase: int = 2
     layers: str = "all"  # phase 1: "all", "last", "weighted" or "all-but-last" (see LAYERS)
     tau: float = 1e-3  # ponder penalty τ (phase 2); the authors' default
+    tau_end: float = 0.0  # > 0: τ rises linearly from `tau` to `tau_end` over the run (our option); 0: τ throughout
     freeze_backbone: bool = False
     epochs: float = 1.0
     batch_size: int = 32
@@ -137,15 +138,23 @@ class BatchLoss(nn.Module):
         super().__init__()
         self.model, self.cfg = model, cfg
 
-    def forward(self, inputs, y_true):
+    def forward(self, inputs, y_true, tau: float):
         model, cfg = self.model, self.cfg
         cls = inputs if cfg.freeze_backbone else model.cls_states(*inputs)  # (B, N, H)
         if cfg.phase == 1:
             loss = phase1_loss(model, cls, y_true, cfg.layers)
             return loss, (model.heads[-1].logits(cls[:, -1]).argmax(-1) == y_true).float().mean(), None
         a_N, p, _, _ = model.forward_heads(cls)
-        loss = dact_loss(a_N.float(), y_true, p.float(), cfg.tau)
+        loss = dact_loss(a_N.float(), y_true, p.float(), tau)
         return loss, (a_N.argmax(-1) == y_true).float().mean(), p.sum(1).mean()
+
+
+def tau_at(cfg: TrainConfig, step: int, total: int) -> float:
+    """The ponder penalty of optimizer step `step` (0-based) of `total`: `tau`, or with
+    `tau_end` a straight line from `tau` at the first step to `tau_end` at the last."""
+    if not cfg.tau_end:
+        return cfg.tau
+    return cfg.tau + (cfg.tau_end - cfg.tau) * step / max(1, total - 1)
 
 
 # ----------------------------------------------------------------------------------------
@@ -261,6 +270,8 @@ def train(cfg: TrainConfig, device: torch.device, resume: bool = False, quiet: b
         cfg = TrainConfig(**state["config"])  # a resumed run keeps its own settings
     if cfg.phase not in (1, 2) or cfg.layers not in LAYERS:
         raise TinydactError(f"--phase must be 1 or 2 and --layers one of {', '.join(repr(k) for k in LAYERS)}")
+    if cfg.tau < 0 or cfg.tau_end < 0:
+        raise TinydactError(f"--tau and --tau-end must be >= 0 (got {cfg.tau:g} and {cfg.tau_end:g})")
     rank, world, device = distributed_setup(device)
     if world > 1 and cfg.freeze_backbone:
         raise TinydactError("--freeze-backbone trains in one process (an epoch on cached states takes seconds): "
@@ -336,7 +347,8 @@ def train(cfg: TrainConfig, device: torch.device, resume: bool = False, quiet: b
 
     def save_model(name):
         save_checkpoint(model, tokenizer, out / name, labels, task, getattr(torch, cfg.save_dtype),
-                        extra={"trained": {"phase": cfg.phase, "tau": cfg.tau, "step": step, "layers": cfg.layers}})
+                        extra={"trained": {"phase": cfg.phase, "tau": cfg.tau, "tau_end": cfg.tau_end, "step": step,
+                                           "layers": cfg.layers}})
 
     def log(record):
         with open(out / "log.jsonl", "a") as f:
@@ -362,7 +374,7 @@ def train(cfg: TrainConfig, device: torch.device, resume: bool = False, quiet: b
                     else:
                         enc, y_true, _ = encode_batch(train_ex, idx, tokenizer, cfg.max_length)
                         inputs, y_true = [t.to(device) for t in enc], y_true.to(device)
-                    loss, correct, ponder = objective(inputs, y_true)
+                    loss, correct, ponder = objective(inputs, y_true, tau_at(cfg, step, total))
                 optimizer.zero_grad(set_to_none=True)
                 (loss * weight).backward()  # with DDP: gradients averaged over ranks here
                 torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], cfg.clip)
@@ -377,7 +389,8 @@ def train(cfg: TrainConfig, device: torch.device, resume: bool = False, quiet: b
                 if dev_ex is not None and (step % eval_every == 0 or step == total):
                     if rank == 0:
                         m = dev_metrics()
-                        log({"step": step, "epoch": step / steps_per_epoch, **{f"train_{k}": v for k, v in running.items()}, "dev": m})
+                        log({"step": step, "epoch": step / steps_per_epoch, "tau": tau_at(cfg, step - 1, total),
+                             **{f"train_{k}": v for k, v in running.items()}, "dev": m})
                         if is_better(m):
                             best = {**m, "step": step}
                             save_model("best")

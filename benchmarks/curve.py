@@ -32,7 +32,6 @@ benchmarks/results/<name>.{csv,md,png}.
 """
 
 import argparse
-import csv
 import json
 import os
 import shutil
@@ -49,6 +48,7 @@ from tinydact.evaluate import evaluate
 from tinydact.model import load_checkpoint, read_dact_config
 from tinydact.tokenizer import Tokenizer
 from tinydact.train import TrainConfig, layer_accuracies, train
+from results_files import write_results  # benchmarks/results_files.py
 
 ROOT = Path(__file__).resolve().parents[1]
 GLUE = ROOT.parent / "shared" / "data" / "glue"
@@ -190,10 +190,6 @@ def main():
     # 3. Results
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
-    with open(results / f"{name}.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
     summary = summarise(rows)
     plot(summary, results / f"{name}.png", task, N)
     command = "python " + " ".join([os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:])
@@ -224,7 +220,7 @@ def main():
               "| classifiers | " + " | ".join(f"block {n}" for n in range(1, N + 1)) + " |", "|---|" + "---|" * N]
     lines += [f"| {label} | " + " | ".join(f"{100 * a:.1f}" for a in accs) + " |" for label, accs in blocks.items()]
     lines += ["", f"Per-seed rows, with the histogram of exit blocks: `{name}.csv`. Plot: `{name}.png`."]
-    (results / f"{name}.md").write_text("\n".join(lines) + "\n")
+    write_results(name, rows, lines, results)
     print("\n".join(lines))
 
 

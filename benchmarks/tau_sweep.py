@@ -13,7 +13,6 @@ and a markdown table.
 """
 
 import argparse
-import csv
 import sys
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ from tinydact.evaluate import evaluate
 from tinydact.model import load_checkpoint
 from tinydact.tokenizer import Tokenizer
 from tinydact.train import TrainConfig, train
+from results_files import write_results  # benchmarks/results_files.py
 
 ROOT = Path(__file__).resolve().parents[1]
 GLUE = ROOT.parent / "shared" / "data" / "glue"
@@ -74,12 +74,6 @@ def main():
                      "train_seconds": round(time.time() - start)})
         print(rows[-1], flush=True)
 
-    results = ROOT / "benchmarks" / "results"
-    results.mkdir(parents=True, exist_ok=True)
-    with open(results / f"{args.name}.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
     command = "python " + " ".join(sys.argv)
     lines = [f"# {args.name}", "", f"Command: `{command}`", "",
              f"Start: `{args.model}`; phase 2, {mode} backbone, {args.epochs:g} epochs; dev = `{args.dev}`; "
@@ -89,7 +83,7 @@ def main():
              "|---|---|---|---|---|---|"]
     lines += [f"| {r['tau']:g} | {100 * r['accuracy']:.2f}% | {r['avg_layers']:.2f} | {r['flops_ratio']:.2f} | {r['histogram']} "
               f"| {r['tight_avg_layers']:.2f} |" for r in rows]
-    (results / f"{args.name}.md").write_text("\n".join(lines) + "\n")
+    write_results(args.name, rows, lines)
 
 
 if __name__ == "__main__":

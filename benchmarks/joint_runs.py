@@ -1,0 +1,63 @@
+"""A table of phase-2 training runs: the dev trajectory each run logged during training
+(`log.jsonl`: accuracy / average blocks, paper rule) and its `final/` checkpoint evaluated on
+dev under both exact halting rules (same predictions; the tight rule never exits later).
+
+    python benchmarks/joint_runs.py runs/sst2-ep2-joint-tau0.1 runs/sst2-ep2-joint-tau0.1-seed1 \\
+        --name sst2_joint_runs
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from tinydact.data import read_examples
+from tinydact.evaluate import evaluate
+from tinydact.model import load_checkpoint
+from tinydact.tokenizer import Tokenizer
+from results_files import write_results  # benchmarks/results_files.py
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("runs", nargs="+", help="run folders written by `tinydact train --phase 2`")
+    ap.add_argument("--dev", default=str(ROOT.parent / "shared" / "data" / "glue" / "SST-2" / "dev.tsv"))
+    ap.add_argument("--max-length", type=int, default=64)
+    ap.add_argument("--name", default="joint_runs", help="results file stem in benchmarks/results/")
+    args = ap.parse_args()
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+
+    rows = []
+    for run in map(Path, args.runs):
+        log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+        model, meta = load_checkpoint(run / "final")
+        tok = Tokenizer.from_pretrained(run / "final")
+        dev, _, _ = read_examples(args.dev, meta["task"], meta["labels"])
+        paper = evaluate(model, dev, tok, 64, args.max_length, rule="paper")
+        tight = evaluate(model, dev, tok, 64, args.max_length, rule="tight")
+        assert paper["predictions"] == tight["predictions"], "the two exact rules disagree on a prediction"
+        trained = meta["trained"]
+        tau = f"{trained['tau']:g}" + (f" → {trained['tau_end']:g}" if trained.get("tau_end") else "")
+        rows.append({"run": run.name, "tau": tau, "accuracy": round(paper["accuracy"], 4),
+                     "avg_layers": round(paper["avg_layers"], 3), "tight_avg_layers": round(tight["avg_layers"], 3),
+                     "flops_ratio": round(paper["flops_ratio"], 3), "tight_flops_ratio": round(tight["flops_ratio"], 3),
+                     "trajectory": " ".join(f"{r['step']}:{100 * r['dev']['accuracy']:.1f}/{r['dev']['avg_layers']:.2f}"
+                                            for r in log)})
+        print(rows[-1], flush=True)
+
+    lines = [f"# {args.name}", "", f"Command: `python {' '.join(sys.argv)}`", "",
+             f"Dev = `{args.dev}`. Trajectory: step:accuracy/average blocks (paper rule) as logged during training; "
+             "the other columns evaluate each run's `final/` (the last step, no selection on dev).", "",
+             "| run | τ | dev accuracy | avg blocks, paper rule | tight rule | FLOPs vs full, paper / tight | trajectory |",
+             "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['run']} | {r['tau']} | {100 * r['accuracy']:.2f}% | {r['avg_layers']:.2f} | {r['tight_avg_layers']:.2f} "
+              f"| {r['flops_ratio']:.2f} / {r['tight_flops_ratio']:.2f} | {r['trajectory']} |" for r in rows]
+    write_results(args.name, rows, lines)
+
+
+if __name__ == "__main__":
+    main()

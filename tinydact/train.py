@@ -347,8 +347,8 @@ def train(cfg: TrainConfig, device: torch.device, resume: bool = False, quiet: b
 
     def save_model(name):
         save_checkpoint(model, tokenizer, out / name, labels, task, getattr(torch, cfg.save_dtype),
-                        extra={"trained": {"phase": cfg.phase, "tau": cfg.tau, "tau_end": cfg.tau_end, "step": step,
-                                           "layers": cfg.layers}})
+                        extra={"trained": {"phase": cfg.phase, "tau": cfg.tau, "step": step, "layers": cfg.layers,
+                                           **({"tau_end": cfg.tau_end} if cfg.tau_end else {})}})
 
     def log(record):
         with open(out / "log.jsonl", "a") as f:

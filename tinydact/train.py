@@ -10,7 +10,8 @@ Phase 1 (`--phase 1`): fine-tune the backbone with cross-entropy on the answer y
 Phase 2 (`--phase 2`): the DACT loss of DACT.md section 2, CE(a_N) + τ Σ_n p_n, on
     everything, or with `--freeze-backbone` on the heads only: then the per-block [CLS]
     states are computed once (optionally cached on disk with `--cache`) and an epoch takes
-    seconds, which makes τ sweeps cheap.
+    seconds, which makes τ sweeps cheap. With `--tau-end` (our option) τ rises linearly from
+    `--tau` to `--tau-end` over the run instead of staying constant.
 
 The run's folder (`--out`) gets `best/` (best dev score), `final/` (end of training),
 `state.pt` (everything needed to resume: weights, optimizer, schedule, step, RNG; written

@@ -11,8 +11,6 @@ import json
 import sys
 from pathlib import Path
 
-import torch
-
 from tinydact.data import read_examples
 from tinydact.evaluate import evaluate
 from tinydact.model import load_checkpoint
@@ -29,7 +27,6 @@ def main():
     ap.add_argument("--max-length", type=int, default=64)
     ap.add_argument("--name", default="joint_runs", help="results file stem in benchmarks/results/")
     args = ap.parse_args()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
 
     rows = []
     for run in map(Path, args.runs):

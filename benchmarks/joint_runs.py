@@ -53,7 +53,27 @@ def main():
              "|---|---|---|---|---|---|---|"]
     lines += [f"| {r['run']} | {r['tau']} | {100 * r['accuracy']:.2f}% | {r['avg_layers']:.2f} | {r['tight_avg_layers']:.2f} "
               f"| {r['flops_ratio']:.2f} / {r['tight_flops_ratio']:.2f} | {r['trajectory']} |" for r in rows]
+    lines += seed_means(rows)
     write_results(args.name, rows, lines)
+
+
+def seed_means(rows: list) -> list:
+    """Markdown lines: for each τ with several runs (seeds), the mean and range of their final/ figures."""
+    groups = {}
+    for r in rows:
+        groups.setdefault(r["tau"], []).append(r)
+    groups = {tau: g for tau, g in groups.items() if len(g) > 1}
+    if not groups:
+        return []
+    lines = ["", "Runs with the same τ (seeds), `final/`: mean [min – max].", "",
+             "| τ | runs | dev accuracy | avg blocks, paper rule | tight rule |", "|---|---|---|---|---|"]
+    for tau, g in groups.items():
+        cells = []
+        for key, scale, fmt in (("accuracy", 100, "{:.2f}%"), ("avg_layers", 1, "{:.2f}"), ("tight_avg_layers", 1, "{:.2f}")):
+            v = [scale * r[key] for r in g]
+            cells.append(f"{fmt.format(sum(v) / len(v))} [{fmt.format(min(v))} – {fmt.format(max(v))}]")
+        lines.append(f"| {tau} | {len(g)} | " + " | ".join(cells) + " |")
+    return lines
 
 
 if __name__ == "__main__":

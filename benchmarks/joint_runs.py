@@ -1,6 +1,8 @@
 """A table of phase-2 training runs: the dev trajectory each run logged during training
 (`log.jsonl`: accuracy / average blocks, paper rule) and its `final/` checkpoint evaluated on
-dev under both exact halting rules (same predictions; the tight rule never exits later).
+dev under both exact halting rules (same predictions; the tight rule never exits later),
+then the mean and range for each τ given by several runs (pass only runs of one recipe that
+differ by seed: runs are grouped by τ alone).
 
     python benchmarks/joint_runs.py runs/sst2-ep2-joint-tau0.1 runs/sst2-ep2-joint-tau0.1-seed1 \\
         --name sst2_joint_runs

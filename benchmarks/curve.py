@@ -1,11 +1,11 @@
-"""The accuracy–computation picture (DACT.md sections 5–6, issue 7): DACT-BERT against static
+"""The accuracy–computation picture (docs/dact.md §5–6): DACT-BERT against static
 truncation, DeeBERT and PABEE on the same backbone, each method's knob swept.
 
 All four methods share one architecture, a classifier after every block (baselines.py), and
 start from two phase-1 backbones trained once (single seed, CPU budget):
 
-    --last  phase 1 --layers last (backbone + last classifier) = DeeBERT stage 1
-    --all   phase 1 --layers all (backbone + every block's classifier, uniform loss)
+    --last  phase 1 --blocks last (backbone + last classifier) = DeeBERT stage 1
+    --all   phase 1 --blocks all (backbone + every block's classifier, uniform loss)
 
     method   classifiers                                   knob swept               seeds
     static   --all's own (exit at block k)                 k = 1..N                 1 (the backbone run)
@@ -29,6 +29,9 @@ the run (the median is used; min and max are printed). Writes
 benchmarks/results/<name>.{csv,md,png}.
 
     python benchmarks/curve.py --task sst2 --last ../runs/sst2-p1-last/best --all ../runs/sst2-p1-all/best
+
+--train and --dev default to data/glue/<TASK>/ in $TINYDACT_HOME or ~/.cache/tinydact
+(`tinydact download glue SST-2`).
 """
 
 import argparse
@@ -44,14 +47,15 @@ from pathlib import Path
 import torch
 
 from tinydact.data import read_examples
-from tinydact.evaluate import evaluate
+from tinydact.errors import TinydactError
+from tinydact.evaluate import block_accuracies, evaluate
+from tinydact.home import model_dir
 from tinydact.model import load_checkpoint, read_dact_config
 from tinydact.tokenizer import Tokenizer
-from tinydact.train import TrainConfig, layer_accuracies, train
-from results_files import write_results  # benchmarks/results_files.py
+from tinydact.train import TrainConfig, train
+from results_files import RESULTS, default_path, write_results  # benchmarks/results_files.py
 
 ROOT = Path(__file__).resolve().parents[1]
-GLUE = ROOT.parent / "shared" / "data" / "glue"
 FOLDERS = {"sst2": "SST-2", "rte": "RTE"}
 REUSED = []  # head runs found finished with the same settings (an earlier invocation of the same command)
 KNOB_NAMES = {"static": "k", "deebert": "S", "pabee": "t", "dact": "τ", "dact-joint": "τ"}
@@ -64,11 +68,16 @@ def floats(text):
     return [float(x) for x in text.split(",")]
 
 
+def cache_path(args, model: str) -> Path:
+    """The file of the [CLS] states cached for the backbone of checkpoint `model` (as tau_sweep.py names it)."""
+    return Path(args.runs) / f"cls-cache-{Path(model).resolve().parent.name}-{args.max_length}.pt"
+
+
 def head_run(args, name: str, model: str, seed: int, **settings) -> Path:
     """Train heads on cached [CLS] states of `model`; returns the run's final/. A finished run
     with the same settings (runs/<name>/curve.json) is reused, not retrained."""
     out = Path(args.runs) / name
-    cache = Path(args.runs) / f"cls-cache-{Path(model).resolve().parent.name}-{args.max_length}.pt"  # as tau_sweep.py names it
+    cache = cache_path(args, model)
     cfg = TrainConfig(model=model, train=args.train, dev=args.dev, out=str(out), freeze_backbone=True, cache=str(cache),
                       epochs=args.epochs, batch_size=args.batch_size, max_length=args.max_length, head_lr=args.head_lr,
                       seed=seed, save_every=10**9, **settings)
@@ -93,10 +102,10 @@ def head_run(args, name: str, model: str, seed: int, **settings) -> Path:
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--task", default="sst2", choices=sorted(FOLDERS))
-    ap.add_argument("--last", required=True, help="phase 1 --layers last checkpoint (DeeBERT stage 1)")
-    ap.add_argument("--all", required=True, help="phase 1 --layers all checkpoint (static, PABEE rule, DACT's start)")
-    ap.add_argument("--train", default=None, help="default: ../shared/data/glue/<TASK>/train.tsv")
-    ap.add_argument("--dev", default=None, help="default: ../shared/data/glue/<TASK>/dev.tsv")
+    ap.add_argument("--last", required=True, help="phase 1 --blocks last checkpoint (DeeBERT stage 1)")
+    ap.add_argument("--all", required=True, help="phase 1 --blocks all checkpoint (static, PABEE rule, DACT's start)")
+    ap.add_argument("--train", default=None, help="default: data/glue/<TASK>/train.tsv in the tinydact home")
+    ap.add_argument("--dev", default=None, help="default: data/glue/<TASK>/dev.tsv in the tinydact home")
     ap.add_argument("--taus", default="0,0.01,0.02,0.05,0.1,0.2,0.3,0.5")
     ap.add_argument("--entropies", default="0,0.05,0.1,0.15,0.2,0.3,0.4,0.5,0.6,0.65,0.68,0.69,0.7")
     ap.add_argument("--seeds", default="0,1,2")
@@ -107,13 +116,16 @@ def main():
     ap.add_argument("--max-length", type=int, default=64)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (timings are for this many)")
     ap.add_argument("--runs", default=str(ROOT / "runs"), help="folder for the head-only runs and the state caches")
-    ap.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
+    ap.add_argument("--results", default=str(RESULTS), help="folder for <name>.csv, <name>.md and <name>.png")
     ap.add_argument("--name", default=None, help="results file stem (default: curve_<task>)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    folder = GLUE / FOLDERS[args.task]
-    args.train = args.train or str(folder / "train.tsv")
-    args.dev = args.dev or str(folder / "dev.tsv")
+    args.last, args.all = str(model_dir(args.last)), str(model_dir(args.all))
+    if args.train is None or args.dev is None:
+        folder = FOLDERS[args.task]
+        folder = default_path(f"data/glue/{folder}", f"run `tinydact download glue {folder}` or pass --train and --dev")
+        args.train = args.train or str(folder / "train.tsv")
+        args.dev = args.dev or str(folder / "dev.tsv")
     name = args.name or f"curve_{args.task}"
     seeds = [int(s) for s in args.seeds.split(",")]
     began = time.time()
@@ -121,12 +133,12 @@ def main():
     # 1. Head-only training runs on cached states
     runs = []  # (method, knob, seed, checkpoint)
     for seed in seeds:
-        stage2 = head_run(args, f"curve-{args.task}-deebert-seed{seed}", args.last, seed, phase=1, layers="all-but-last")
+        stage2 = head_run(args, f"curve-{args.task}-deebert-seed{seed}", args.last, seed, phase=1, blocks="all-but-last")
         runs += [("deebert", s, seed, stage2) for s in floats(args.entropies)]
         for tau in floats(args.taus):
             runs.append(("dact", tau, seed, head_run(args, f"curve-{args.task}-dact-tau{tau:g}-seed{seed}", args.all, seed,
                                                      phase=2, tau=tau)))
-    N = load_checkpoint(args.all)[0].num_layers
+    N = load_checkpoint(args.all)[0].num_blocks
     runs = [(m, k, None, Path(args.all)) for m in ("static", "pabee") for k in range(1, N + 1)] + runs
     for path in filter(None, args.joint.split(",")):
         runs.append(("dact-joint", read_dact_config(path)["trained"]["tau"], None, Path(path)))
@@ -168,7 +180,7 @@ def main():
             r, wall, cpu = timed(path, method, knob)
             rows.append({"task": task, "method": method, "knob_name": KNOB_NAMES[method], "knob": knob,
                          "seed": "backbone" if seed is None else seed, "accuracy": round(r["accuracy"], 4),
-                         "avg_layers": round(r["avg_layers"], 3), "flops_ratio": round(r["flops_ratio"], 4),
+                         "avg_blocks": round(r["avg_blocks"], 3), "flops_ratio": round(r["flops_ratio"], 4),
                          "ms_per_example": round(wall, 3), "cpu_ms_per_example": round(cpu, 3),
                          "histogram": " ".join(map(str, r["histogram"])), "checkpoint": str(path)})
             print(rows[-1], flush=True)
@@ -181,11 +193,10 @@ def main():
 
     # per-block accuracy of each set of classifiers, on the cached dev states
     blocks = {}
-    for label, path, model_dir in [("--all backbone's own (static, PABEE)", Path(args.all), args.all)] + \
+    for label, path, backbone in [("--all backbone's own (static, PABEE)", Path(args.all), args.all)] + \
             [(f"DeeBERT stage 2, seed {s}", Path(args.runs) / f"curve-{args.task}-deebert-seed{s}" / "final", args.last) for s in seeds]:
-        cache = Path(args.runs) / f"cls-cache-{Path(model_dir).resolve().parent.name}-{args.max_length}.pt"
-        dev_cls = torch.load(cache, weights_only=True)["dev"]
-        blocks[label] = layer_accuracies(model_at(path)[0], dev_cls, torch.tensor([e.label for e in dev]), "cpu")
+        dev_cls = torch.load(cache_path(args, backbone), weights_only=True)["dev"]
+        blocks[label] = block_accuracies(model_at(path)[0], dev_cls, torch.tensor([e.label for e in dev]), "cpu")
 
     # 3. Results
     results = Path(args.results)
@@ -236,7 +247,7 @@ def summarise(rows):
         sd = lambda k: statistics.stdev(r[k] for r in group) if len(group) > 1 else None  # noqa: E731
         mean = lambda k: statistics.mean(r[k] for r in group)  # noqa: E731
         out.append({"method": key[0], "knob": key[1], "n": len(group), "acc": mean("accuracy"), "acc_sd": sd("accuracy"),
-                    "blocks": mean("avg_layers"), "blocks_sd": sd("avg_layers"), "flops": mean("flops_ratio"),
+                    "blocks": mean("avg_blocks"), "blocks_sd": sd("avg_blocks"), "flops": mean("flops_ratio"),
                     "time": mean("time_ratio"), "cpu": mean("cpu_ratio"), "cpu_sd": sd("cpu_ratio")})
     return out
 
@@ -287,4 +298,7 @@ def plot(summary, path, task, N):
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except TinydactError as e:  # a missing file, a wrong checkpoint: one line, no traceback
+        sys.exit(f"Error: {e}")

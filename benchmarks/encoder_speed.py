@@ -1,6 +1,9 @@
 """Forward-pass speed of tinydact's encoder vs `transformers.BertModel`, same weights, CPU.
 
-    python benchmarks/encoder_speed.py [MODEL_DIR]    (default: ../shared/models/all-MiniLM-L6-v2)
+    python benchmarks/encoder_speed.py [MODEL]
+
+MODEL is a BERT directory or the name of a downloaded model; by default models/all-MiniLM-L6-v2
+in $TINYDACT_HOME or ~/.cache/tinydact (`tinydact download sentence-transformers/all-MiniLM-L6-v2`).
 
 fp32, torch.inference_mode, 2 threads. Both models are warmed up, then timed in alternation
 (so a slow spell on a shared machine hits both), and each reports the median of its repeats.
@@ -20,7 +23,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
+from results_files import default_path  # noqa: E402  (benchmarks/results_files.py)
 from tinydact.bert import Bert  # noqa: E402
+from tinydact.errors import TinydactError  # noqa: E402
+from tinydact.home import model_dir  # noqa: E402
 
 SHAPES = [(1, 16), (32, 64)]  # (batch, tokens)
 
@@ -34,21 +40,27 @@ def seconds_per_call(forward, calls):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("model", nargs="?", default=str(ROOT / ".." / "shared" / "models" / "all-MiniLM-L6-v2"))
+    parser.add_argument("model", nargs="?", default=None,
+                        help="BERT directory or downloaded model name (default: models/all-MiniLM-L6-v2 in the tinydact home)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=9, help="timed repeats per model and shape (median reported)")
     parser.add_argument("--hf-attention", nargs="+", default=["sdpa", "eager"], help="transformers attn_implementation(s)")
     args = parser.parse_args()
+    if args.model is None:
+        path = default_path("models/all-MiniLM-L6-v2", "run `tinydact download sentence-transformers/all-MiniLM-L6-v2` "
+                                                       "or pass a BERT directory")
+    else:
+        path = model_dir(args.model)
 
     from transformers import BertModel
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    ours = Bert.from_pretrained(args.model)
+    ours = Bert.from_pretrained(path)
     theirs = {
-        impl: BertModel.from_pretrained(args.model, attn_implementation=impl).eval() for impl in args.hf_attention
+        impl: BertModel.from_pretrained(str(path), attn_implementation=impl).eval() for impl in args.hf_attention
     }
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, fp32, model {Path(args.model).name}")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, fp32, model {path.name}")
     print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
 
     for batch, tokens in SHAPES:
@@ -78,4 +90,7 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except TinydactError as e:  # a missing file, a wrong checkpoint: one line, no traceback
+        sys.exit(f"Error: {e}")

@@ -1,31 +1,36 @@
 """Does early exit save wall-clock? The same trained model with halting vs full depth
 (`--no-halt`), on SST-2 dev, at batch 1 and batch 64: alternating runs, median of >= 5 each.
 
-Prints the accuracy of each mode (identical by the exactness guarantee of DACT.md section 3),
+Prints the accuracy of each mode (identical by the exactness guarantee of docs/dact.md §3),
 the average blocks run, and the time ratio halting / full depth. Tokenization is done once,
 before timing: only `model.predict` is timed.
 
-    python benchmarks/halting_speed.py [--model weights] [--data ../shared/data/glue/SST-2/dev.tsv]
+    python benchmarks/halting_speed.py [--model DIR] [--data DEV_TSV]
+
+Defaults: the model shipped in weights/, and data/glue/SST-2/dev.tsv in $TINYDACT_HOME or
+~/.cache/tinydact (`tinydact download glue SST-2`).
 """
 
 import argparse
 import statistics
+import sys
 import time
-from pathlib import Path
 
 import torch
 
+from results_files import default_path  # benchmarks/results_files.py
 from tinydact.data import batch_plan, encode_batch, example_lengths, read_examples
+from tinydact.errors import TinydactError
+from tinydact.home import model_dir, shipped_model
 from tinydact.model import load_checkpoint
 from tinydact.tokenizer import Tokenizer
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default=str(ROOT / "weights"))
-    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "glue" / "SST-2" / "dev.tsv"))
+    ap.add_argument("--model", default=None, help="DACT-BERT checkpoint directory or downloaded model name "
+                                                  "(default: the shipped model, weights/)")
+    ap.add_argument("--data", default=None, help="dev TSV (default: data/glue/SST-2/dev.tsv in the tinydact home)")
     ap.add_argument("--batch-sizes", default="1,64")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--limit", type=int, default=0, help="use only the first N examples (0: all)")
@@ -33,14 +38,18 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    path = shipped_model() if args.model is None else model_dir(args.model)
+    if args.model is None:
+        print(f"model: using the shipped model, {path}")
+    data = args.data or default_path("data/glue/SST-2", "run `tinydact download glue SST-2` or pass --data") / "dev.tsv"
 
-    model, meta = load_checkpoint(args.model)
-    tok = Tokenizer.from_pretrained(args.model)
-    examples, task, _ = read_examples(args.data, meta.get("task"), meta["labels"])
+    model, meta = load_checkpoint(path)
+    tok = Tokenizer.from_pretrained(path)
+    examples, task, _ = read_examples(data, meta.get("task"), meta["labels"])
     examples = examples[: args.limit or None]
     gold = torch.tensor([e.label for e in examples])
     lengths = example_lengths(examples, tok, 128)
-    print(f"{args.model}: {len(examples)} examples of {args.data}, {model.num_layers} blocks, "
+    print(f"{path}: {len(examples)} examples of {data}, {model.num_blocks} blocks, "
           f"torch {torch.__version__}, {args.threads} threads, CPU")
     print(f"{'batch':>5} {'mode':>10} {'accuracy':>9} {'avg blocks':>10} {'median s':>9} {'runs (s)'}")
     for bs in [int(b) for b in args.batch_sizes.split(",")]:
@@ -50,8 +59,8 @@ def main():
             pred, blocks = torch.empty_like(gold), torch.empty_like(gold)
             start = time.perf_counter()
             for enc, _, idx in encoded:
-                labels, _, layers = model.predict(*enc, halt=halt, rule=args.rule)
-                pred[idx], blocks[idx] = labels, layers
+                labels, _, used = model.predict(*enc, halt=halt, rule=args.rule)
+                pred[idx], blocks[idx] = labels, used
             return time.perf_counter() - start, pred, blocks
 
         with torch.inference_mode():
@@ -77,4 +86,7 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except TinydactError as e:  # a missing file, a wrong checkpoint: one line, no traceback
+        sys.exit(f"Error: {e}")

@@ -1,8 +1,13 @@
-"""The one way the benchmark scripts write their results: `<name>.csv` (one row per dict)
-and `<name>.md` (the lines given), in benchmarks/results/ unless told otherwise."""
+"""What the benchmark scripts share: `write_results`, the one way they write their results,
+`<name>.csv` (one row per dict) and `<name>.md` (the lines given), in benchmarks/results/
+unless told otherwise; `default_path`, the one way they find a model or data set that was
+not passed on the command line."""
 
 import csv
+import sys
 from pathlib import Path
+
+from tinydact.home import locate, search_path
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -15,3 +20,15 @@ def write_results(name: str, rows: list, lines: list, folder=RESULTS) -> None:
         w.writeheader()
         w.writerows(rows)
     (folder / f"{name}.md").write_text("\n".join(lines) + "\n")
+
+
+def default_path(relative: str, get: str) -> Path:
+    """`relative` (e.g. "data/glue/SST-2") in $TINYDACT_HOME or ~/.cache/tinydact
+    (`tinydact.home.locate`), saying in one line which folder is used. When neither has it,
+    exit with one `Error:` line that names the folders searched and `get`, how to obtain it
+    or what to pass instead."""
+    path, line = locate(relative)
+    if path is None:
+        sys.exit(f"Error: {relative} is not in {' or '.join(str(p) for p in search_path())}; {get}")
+    print(line, flush=True)
+    return path

@@ -1,4 +1,5 @@
-"""Shared fixtures: the optional ../shared folder, and a tiny random DACT-BERT checkpoint
+"""Shared fixtures: the optional ../shared folder beside the dev checkout (TINYDACT_HOME points
+there, so library, tutorials and benchmarks find its models and data), and a tiny random DACT-BERT checkpoint
 built by hand (a 40-token vocabulary, 4 blocks of width 32), so that model, CLI and training
 tests run in a user's clone without any download."""
 
@@ -19,6 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 MINILM = SHARED / "models" / "all-MiniLM-L6-v2"
 GLUE = SHARED / "data" / "glue"
+if SHARED.is_dir():
+    os.environ.setdefault("TINYDACT_HOME", str(SHARED))
 
 TINY_WORDS = ["good", "great", "fun", "bad", "awful", "dull", "film", "movie", "a", "the", "is", "was",
               "not", "very", "plot", "acting", "##s", "##ly", ".", ",", "it", "and", "but", "story"]

@@ -175,8 +175,8 @@ def invoke(*args):
 
 
 def test_training_settings_table():
-    assert training_settings("pabee", None) == {"phase": 1, "layers": "weighted"}
-    assert training_settings("deebert", 2) == {"phase": 1, "layers": "all-but-last", "freeze_backbone": True}
+    assert training_settings("pabee", None) == {"phase": 1, "blocks": "weighted"}
+    assert training_settings("deebert", 2) == {"phase": 1, "blocks": "all-but-last", "freeze_backbone": True}
     with pytest.raises(TinydactError, match="two steps"):
         training_settings("deebert", None)
     with pytest.raises(TinydactError, match="one step"):
@@ -190,13 +190,13 @@ def test_train_method_maps_to_the_phases(tiny_model_dir, tiny_tsv, tmp_path):
 
     code, _, err = invoke("train", "--method", "pabee", "--model", tiny_model_dir, "--out", tmp_path / "pabee", *common)
     assert code == 0, err
-    assert trained(tmp_path / "pabee") | {"step": 0} == {"phase": 1, "layers": "weighted", "tau": 1e-3, "step": 0}
+    assert trained(tmp_path / "pabee") | {"step": 0} == {"phase": 1, "blocks": "weighted", "tau": 1e-3, "step": 0}
 
     # DeeBERT stage 2 from a (here random) stage 1: only the classifiers of blocks 1..N-1 change
     code, _, err = invoke("train", "--method", "deebert", "--phase", 2, "--model", tiny_model_dir,
                           "--out", tmp_path / "deebert", "--cache", tmp_path / "cls.pt", "--head-lr", 0.05, *common)
     assert code == 0, err
-    assert trained(tmp_path / "deebert")["layers"] == "all-but-last"
+    assert trained(tmp_path / "deebert")["blocks"] == "all-but-last"
     before, _ = load_checkpoint(tiny_model_dir)
     after, _ = load_checkpoint(tmp_path / "deebert" / "final")
     assert (tmp_path / "cls.pt").is_file()  # the frozen backbone's states were cached
@@ -206,8 +206,8 @@ def test_train_method_maps_to_the_phases(tiny_model_dir, tiny_tsv, tmp_path):
 
     code, _, err = invoke("train", "--method", "deebert", "--model", tiny_model_dir, "--out", tmp_path / "x", *common)
     assert code == 1 and "two steps" in err and "Traceback" not in err
-    code, _, err = invoke("train", "--method", "static", "--layers", "last", "--model", tiny_model_dir, "--out", tmp_path / "y", *common)
-    assert code == 1 and "--method static sets --layers all" in err
+    code, _, err = invoke("train", "--method", "static", "--blocks", "last", "--model", tiny_model_dir, "--out", tmp_path / "y", *common)
+    assert code == 1 and "--method static sets --blocks all" in err
 
 
 def test_eval_method_and_knob(tiny_model_dir, tiny_tsv):
@@ -215,10 +215,10 @@ def test_eval_method_and_knob(tiny_model_dir, tiny_tsv):
     code, out, err = invoke(*base, "--method", "static", "--knob", 2)
     assert code == 0, err
     r = json.loads(out)
-    assert r["avg_layers"] == 2 and r["histogram"] == [0, 12, 0, 0] and r["method"] == "static" and r["knob"] == 2
+    assert r["avg_blocks"] == 2 and r["histogram"] == [0, 12, 0, 0] and r["method"] == "static" and r["knob"] == 2
     assert r["flops_ratio"] < 0.6
     code, out, err = invoke(*base, "--method", "deebert", "--knob", 0)
-    assert code == 0 and json.loads(out)["avg_layers"] == 4
+    assert code == 0 and json.loads(out)["avg_blocks"] == 4
     code, out, err = invoke(*base[:-1], "--method", "pabee", "--knob", 2)
     assert code == 0 and "pabee exit, knob 2" in out
     code, _, err = invoke(*base, "--method", "pabee")

@@ -219,12 +219,13 @@ def test_padding_does_not_change_the_real_positions(attention):
             assert (batched[row, :n] - alone[0]).abs().max() < TOL
 
 
-def test_block_takes_a_zero_one_mask_and_padding_keys_do_not_leak():
+def test_key_mask_takes_a_zero_one_mask_and_padding_keys_do_not_leak():
     model = random_tiny_bert()
     ids, mask = padded_batch(TINY["vocab_size"], [5, 8])
+    assert torch.equal(key_mask(mask), key_mask(mask.float())) and key_mask(torch.ones_like(mask)) is None
     x = model.embed(ids)
     noisy = x.clone()
     noisy[0, 5:] += 100  # change only the padded positions of row 0
     with torch.no_grad():
-        out, out_noisy = model.blocks[0](x, mask), model.blocks[0](noisy, mask.float())
+        out, out_noisy = model.blocks[0](x, key_mask(mask)), model.blocks[0](noisy, key_mask(mask.float()))
     assert (out[0, :5] - out_noisy[0, :5]).abs().max() < TOL

@@ -17,9 +17,9 @@ import torch
 from click.testing import CliRunner
 from conftest import make_tiny_checkpoint
 
-from tinydact import cli as cli_module
-from tinydact.cli import cli, halting_bounds
-from tinydact.dact import can_halt
+from tinydact import home
+from tinydact.cli import cli
+from tinydact.dact import can_halt, halting_bounds
 from tinydact.model import load_checkpoint
 from tinydact.tokenizer import Tokenizer
 
@@ -95,7 +95,8 @@ def test_entry_point_error_is_one_line(tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode != 0
     assert r.stdout == ""
-    assert r.stderr.splitlines() == [f"Error: model directory not found: {tmp_path / 'missing'}"]
+    (line,) = r.stderr.splitlines()
+    assert line.startswith(f"Error: model directory not found: {tmp_path / 'missing'} (")
 
 
 # ----------------------------------------------------------------------------------------
@@ -108,8 +109,9 @@ def test_json_fields_match_predict(early_model_dir):
     labels, confidences, layers = direct_predict(early_model_dir, TEXTS)
     assert [r["text"] for r in rows] == TEXTS
     for r, label, conf, n in zip(rows, labels, confidences, layers):
-        assert set(r) == {"text", "label", "confidence", "layers", "num_layers"}
-        assert r["label"] == label and r["layers"] == n and r["num_layers"] == 6
+        assert set(r) == {"text", "label", "confidence", "probs", "blocks", "num_blocks"}
+        assert r["probs"][label] == pytest.approx(conf, abs=1e-6) and sum(r["probs"].values()) == pytest.approx(1, abs=1e-5)
+        assert r["label"] == label and r["blocks"] == n and r["num_blocks"] == 6
         assert r["confidence"] == pytest.approx(conf, abs=1e-6)
     assert min(layers) < 6, "the low halting bias should make some texts stop early"
 
@@ -121,7 +123,7 @@ def test_text_lines(early_model_dir):
     for line, r in zip(out.splitlines(), rows, strict=True):
         m = LINE.match(line)
         assert m and m.group(1) == r["label"] and m.group(5) == r["text"]
-        assert m.group(3) == str(r["layers"]) and float(m.group(2)) == pytest.approx(r["confidence"], abs=0.006)
+        assert m.group(3) == str(r["blocks"]) and float(m.group(2)) == pytest.approx(r["confidence"], abs=0.006)
 
 
 def test_same_labels_with_and_without_halting(early_model_dir):
@@ -129,7 +131,7 @@ def test_same_labels_with_and_without_halting(early_model_dir):
         halted = classify_json(*TEXTS, "--model", early_model_dir, "--rule", rule)
         full = classify_json(*TEXTS, "--model", early_model_dir, "--rule", rule, "--no-halt")
         assert [r["label"] for r in halted] == [r["label"] for r in full]
-        assert all(r["layers"] == 6 for r in full)
+        assert all(r["blocks"] == 6 for r in full)
 
 
 def test_stdin_batches_keep_order(early_model_dir):
@@ -140,7 +142,7 @@ def test_stdin_batches_keep_order(early_model_dir):
     assert [r["text"] for r in small] == TEXTS + ["good film"]
     assert small[-1]["pair"] == "bad film" and "pair" not in small[0]
     for a, b in zip(small, large, strict=True):
-        assert (a["label"], a["layers"]) == (b["label"], b["layers"])
+        assert (a["label"], a["blocks"]) == (b["label"], b["blocks"])
         assert a["confidence"] == pytest.approx(b["confidence"], abs=1e-5)
 
 
@@ -150,7 +152,7 @@ def test_pair_matches_predict_and_warns_for_a_single_sentence_model(tiny_model_d
     r = json.loads(out)
     assert (r["text"], r["pair"]) == ("good film", "bad film")
     labels, confidences, layers = direct_predict(tiny_model_dir, ["good film"], ["bad film"])
-    assert (r["label"], r["layers"]) == (labels[0], layers[0]) and r["confidence"] == pytest.approx(confidences[0], abs=1e-6)
+    assert (r["label"], r["blocks"]) == (labels[0], layers[0]) and r["confidence"] == pytest.approx(confidences[0], abs=1e-6)
     assert "single sentences" in err and "warning" in err
 
 
@@ -172,7 +174,7 @@ def test_long_text_is_truncated_with_a_notice(tiny_model_dir):
     code, out, err, _ = invoke("classify", "good film", long, "--model", tiny_model_dir)
     assert code == 0
     assert len(out.splitlines()) == 2
-    assert "text 2 has 122 tokens; truncated to the model's maximum of 64" in err and "text 1" not in err
+    assert "text 2 was truncated to the model's maximum of 64 tokens" in err and "text 1" not in err
 
 
 # ----------------------------------------------------------------------------------------
@@ -184,8 +186,8 @@ def test_long_text_is_truncated_with_a_notice(tiny_model_dir):
 def test_explain_shows_the_decision_that_stopped_each_text(early_model_dir, rule):
     rows = classify_json(*TEXTS, "--model", early_model_dir, "--explain", "--rule", rule)
     for r in rows:
-        blocks = r["blocks"]
-        assert [b["n"] for b in blocks] == list(range(1, r["layers"] + 1))  # one entry per block run
+        blocks = r["steps"]
+        assert [b["n"] for b in blocks] == list(range(1, r["blocks"] + 1))  # one entry per block run
         p_prev, a_prev = 1.0, [0.0, 0.0]
         for b in blocks:
             # the numbers shown follow the DACT recursion ...
@@ -196,7 +198,7 @@ def test_explain_shows_the_decision_that_stopped_each_text(early_model_dir, rule
             # ... and the decision shown is the bounds' comparison, and what happened
             if b["d"] > 0:
                 assert b["passes_test"] == (b["top_lower_bound"] > b["runner_up_upper_bound"])
-            assert b["stop"] == (b["n"] == r["layers"])
+            assert b["stop"] == (b["n"] == r["blocks"])
         assert blocks[-1]["passes_test"]
         assert r["confidence"] == pytest.approx(max(blocks[-1]["a_n"]), abs=1e-6)
 
@@ -205,9 +207,9 @@ def test_explain_without_halting_marks_where_it_would_have_stopped(early_model_d
     halted = classify_json(*TEXTS, "--model", early_model_dir)
     full = classify_json(*TEXTS, "--model", early_model_dir, "--explain", "--no-halt")
     for h, f in zip(halted, full):
-        assert len(f["blocks"]) == 6
-        first_pass = next(b["n"] for b in f["blocks"] if b["passes_test"])
-        assert first_pass == h["layers"]
+        assert len(f["steps"]) == 6
+        first_pass = next(b["n"] for b in f["steps"] if b["passes_test"])
+        assert first_pass == h["blocks"]
 
 
 def test_explain_text(early_model_dir):
@@ -216,7 +218,7 @@ def test_explain_text(early_model_dir):
     (row,) = classify_json("good film", "--model", early_model_dir)
     assert "a_n[c*]·(1 − p_n)^d" in out and "a_n[c'] + p_n·d (paper rule)" in out
     table = [line.split() for line in out.splitlines() if re.match(r"^    \d ", line)]
-    assert [int(t[0]) for t in table] == list(range(1, row["layers"] + 1))
+    assert [int(t[0]) for t in table] == list(range(1, row["blocks"] + 1))
     verdicts = [" ".join(t[t.index(">" if ">" in t else "≤") + 3 :]) for t in table]
     assert verdicts[-1] in ("stop", "last block: stop") and all(v == "go on" for v in verdicts[:-1])
 
@@ -228,7 +230,8 @@ def test_halting_bounds_agree_with_can_halt():
     p_n = torch.rand(4000, generator=g, dtype=torch.float64) ** 4  # many small p_n: tests that pass
     for rule in ("paper", "tight"):
         for d in range(1, 7):
-            lower, upper = halting_bounds(a_n, p_n, d, rule)
+            lower, upper, passes = halting_bounds(a_n, p_n, d, rule)
+            assert torch.equal(passes, can_halt(a_n, p_n, d, rule))
             clear = (lower - upper).abs() > 1e-9
             assert torch.equal((lower > upper)[clear], can_halt(a_n, p_n, d, rule)[clear])
             assert 0 < can_halt(a_n, p_n, d, rule).sum() < len(p_n)
@@ -330,7 +333,7 @@ def test_cuda_without_cuda(tiny_model_dir):
 
 
 def test_missing_default_model_says_how_to_pass_one(tmp_path, monkeypatch):
-    monkeypatch.setattr(cli_module, "default_model_places", lambda: [tmp_path / "weights"])
+    monkeypatch.setattr(home, "shipped_model_places", lambda: [tmp_path / "weights"])
     assert_one_line_error(invoke("classify", "good film"), "no default model", "--model")
 
 
@@ -341,7 +344,7 @@ def test_missing_default_model_says_how_to_pass_one(tmp_path, monkeypatch):
 
 def needs_default_model():
     try:
-        return cli_module.default_model_dir()
+        return home.shipped_model()
     except Exception:
         pytest.skip("weights/model.safetensors is not there yet")
 

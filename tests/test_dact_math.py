@@ -1,4 +1,4 @@
-"""The DACT math (DACT.md sections 1-3): gradients, the NumPy reference, the test vectors,
+"""The DACT math (docs/dact.md §1–3): gradients, the NumPy reference, the test vectors,
 the special cases of the recursion, and numerics at the edges.
 
 Run with -s to see the measured gradient errors."""
@@ -318,7 +318,7 @@ def test_vector_file_covers_the_edge_cases():
 
 
 # ----------------------------------------------------------------------------------------
-# Special cases of DACT.md section 1
+# Special cases of docs/dact.md §1
 # ----------------------------------------------------------------------------------------
 
 

@@ -4,7 +4,7 @@ length-bucketed and cover every example exactly once."""
 import pytest
 from conftest import GLUE, TINY_VOCAB
 
-from tinydact.data import batch_plan, batches, read_examples
+from tinydact.data import batch_plan, encode_batch, example_lengths, read_examples
 from tinydact.errors import TinydactError
 from tinydact.tokenizer import Tokenizer
 
@@ -77,7 +77,8 @@ def test_batches_cover_every_example_once_with_little_padding(tmp_path):
     lines = ["sentence\tlabel"] + [" ".join(["good"] * (1 + i % 17)) + f"\t{i % 2}" for i in range(300)]
     ex, _, _ = read_examples(write(tmp_path, "t.tsv", "\n".join(lines)), task="sst2")
     seen, padded, real = [], 0, 0
-    for enc, labels, idx in batches(ex, tok, 16, 12, shuffle=True, seed=1):
+    for plan in batch_plan(example_lengths(ex, tok, 12), 16, shuffle=True, seed=1):
+        enc, labels, idx = encode_batch(ex, plan, tok, 12)
         assert enc.input_ids.shape[1] <= 12
         assert labels.tolist() == [ex[i].label for i in idx.tolist()]
         seen += idx.tolist()

@@ -20,7 +20,7 @@ pytestmark = [pytest.mark.slow,  # each test launches torchrun: ~15 s
 
 # 12 examples in batches of 11 and 1: the 11 rows split 6 / 5 over two ranks (uneven), and
 # the batch of 1 leaves rank 1 without rows (it must still take part in the step).
-SETTINGS = dict(task="sst2", batch_size=11, max_length=16, lr=1e-3, head_lr=1e-2, warmup=0.0, eval_every=2, save_every=2,
+SETTINGS = dict(task="sst2", phase=2, batch_size=11, max_length=16, lr=1e-3, head_lr=1e-2, warmup=0.0, eval_every=2, save_every=2,
                 epochs=3)
 
 
@@ -85,7 +85,7 @@ def test_a_run_resumes_under_torchrun(tiny_model_dir, tiny_tsv, tmp_path, monkey
     # phase 1 on the last block only: the other blocks' answers and all halting units get no
     # gradient (DDP must leave them alone), in batches of 5 (5, 5, 2 rows: splits 3/2, 3/2, 1/1)
     settings = dict(model=str(tiny_model_dir), train=str(tiny_tsv), dev=str(tiny_tsv),
-                    **{**SETTINGS, "batch_size": 5, "phase": 1, "layers": "last"})
+                    **{**SETTINGS, "batch_size": 5, "phase": 1, "blocks": "last"})
     train(TrainConfig(out=str(tmp_path / "straight"), **settings), torch.device("cpu"), quiet=True)
 
     calls = {"n": 0}

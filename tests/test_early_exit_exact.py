@@ -1,4 +1,4 @@
-"""Exactness of early exit (DACT.md section 3), on random trajectories.
+"""Exactness of early exit (docs/dact.md §3), on random trajectories.
 
 The invariant: stopping after the first step n where `can_halt(a_n, p_n, N − n, rule)`
 holds gives the same prediction as running all N steps, argmax a_n = argmax a_N, under both

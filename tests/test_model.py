@@ -45,13 +45,13 @@ def test_prediction_with_halting_equals_full_depth_per_example(rule):
     ids, mask, types = random_batch(200)
     labels, probs, layers = model.predict(ids, mask, types, rule=rule)
     full_labels, full_probs, full_layers = model.predict(ids, mask, types, halt=False)
-    a_N = model(ids, mask, types)[0]
+    a_N = model(ids, mask, types)[0][:, -1]
     assert torch.equal(full_labels, a_N.argmax(-1))
     assert torch.allclose(full_probs, a_N, atol=1e-6)
-    assert (full_layers == model.num_layers).all()
+    assert (full_layers == model.num_blocks).all()
     assert torch.equal(labels, full_labels)
     # the test means something only if some examples stop early and some do not
-    assert (layers < model.num_layers).sum() > 20 and (layers == model.num_layers).sum() > 0
+    assert (layers < model.num_blocks).sum() > 20 and (layers == model.num_blocks).sum() > 0
 
 
 def test_batch_compaction_keeps_input_order():
@@ -76,14 +76,15 @@ def test_halted_examples_do_not_run_later_blocks():
         h.remove()
     assert sum(rows_per_block) == int(layers.sum())  # one block call per live row, no more
     assert rows_per_block == [int((layers >= n).sum()) for n in range(1, len(rows_per_block) + 1)]
-    assert sum(rows_per_block) < 50 * model.num_layers
+    assert sum(rows_per_block) < 50 * model.num_blocks
 
 
 def test_training_forward_returns_mixture_and_trajectories():
     model = halting_model()
     ids, mask, types = random_batch(5)
-    a_N, p, y, h = model(ids, mask, types)
-    assert a_N.shape == (5, 3) and p.shape == (5, 6) and y.shape == (5, 6, 3) and h.shape == (5, 6)
+    a, p, y, h = model(ids, mask, types)
+    a_N = a[:, -1]
+    assert a.shape == (5, 6, 3) and p.shape == (5, 6) and y.shape == (5, 6, 3) and h.shape == (5, 6)
     assert torch.allclose(a_N.sum(-1), torch.ones(5), atol=1e-6)
     assert torch.allclose(p, torch.cumprod(h, 1))
 

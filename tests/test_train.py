@@ -14,7 +14,7 @@ from tinydact.train import TrainConfig, train
 
 
 def config(tiny_model_dir, tiny_tsv, out, **kw):
-    base = dict(model=str(tiny_model_dir), train=str(tiny_tsv), dev=str(tiny_tsv), out=str(out), task="sst2",
+    base = dict(model=str(tiny_model_dir), train=str(tiny_tsv), dev=str(tiny_tsv), out=str(out), task="sst2", phase=2,
                 batch_size=4, max_length=16, lr=1e-3, head_lr=1e-2, warmup=0.0, eval_every=3, save_every=2)
     return TrainConfig(**{**base, **kw})
 
@@ -37,8 +37,8 @@ def test_training_lowers_the_loss(tiny_model_dir, tiny_tsv, tmp_path, phase):
         with torch.no_grad():
             if phase == 1:
                 return train_module.phase1_loss(m, m.cls_states(*enc), labels, "all").item()
-            a_N, p, _, _ = m(*enc)
-            return train_module.dact_loss(a_N, labels, p, 0.01).item()
+            a, p, _, _ = m(*enc)
+            return train_module.dact_loss(a[:, -1], labels, p, 0.01).item()
 
     start = full_loss(model)
     train(cfg, torch.device("cpu"), quiet=True)
@@ -77,7 +77,7 @@ def test_frozen_backbone_trains_only_heads_on_cached_states(tiny_model_dir, tiny
     cache = tmp_path / "cls.pt"
     cfg = config(tiny_model_dir, tiny_tsv, tmp_path / "frozen", freeze_backbone=True, cache=str(cache), epochs=5, tau=0.05)
     best = train(cfg, torch.device("cpu"), quiet=True)
-    assert cache.is_file() and 1 <= best["avg_layers"] <= 4
+    assert cache.is_file() and 1 <= best["avg_blocks"] <= 4
     before, _ = load_checkpoint(tiny_model_dir)
     after, _ = load_checkpoint(tmp_path / "frozen" / "final")
     assert all(torch.equal(v, w) for v, w in zip(before.bert.state_dict().values(), after.bert.state_dict().values()))
@@ -85,7 +85,7 @@ def test_frozen_backbone_trains_only_heads_on_cached_states(tiny_model_dir, tiny
     # a second run with the same cache reuses it (same states, so the same result)
     again = train(config(tiny_model_dir, tiny_tsv, tmp_path / "frozen2", freeze_backbone=True, cache=str(cache), epochs=5, tau=0.05),
                   torch.device("cpu"), quiet=True)
-    assert again["accuracy"] == best["accuracy"] and again["avg_layers"] == best["avg_layers"]
+    assert again["accuracy"] == best["accuracy"] and again["avg_blocks"] == best["avg_blocks"]
 
 
 def test_resume_without_state_is_a_clear_error(tmp_path):
@@ -123,3 +123,82 @@ def test_the_loss_gets_tau_or_its_linear_ramp_to_tau_end(tiny_model_dir, tiny_ts
     assert trained["tau"] == 0.1 and trained.get("tau_end", "absent") == (tau_end or "absent")  # recorded when ramped
     with pytest.raises(TinydactError, match="--tau-end must be >= 0"):
         train(config(tiny_model_dir, tiny_tsv, tmp_path / "bad", tau_end=-0.1), torch.device("cpu"), quiet=True)
+
+
+# ----------------------------------------------------------------------------------------
+# The whole recipe in one command: phase1/, heads/, joint/, then final/
+# ----------------------------------------------------------------------------------------
+
+
+def recipe_config(tiny_model_dir, tiny_tsv, out):
+    return TrainConfig(model=str(tiny_model_dir), train=str(tiny_tsv), dev=str(tiny_tsv), out=str(out), task="sst2",
+                       batch_size=4, max_length=16, warmup=0.0, save_every=2, tau=0.05, phase_epochs="2,3,2")
+
+
+def test_recipe_runs_its_three_phases_and_leaves_a_final_model(tiny_model_dir, tiny_tsv, tmp_path):
+    from tinydact import load
+    from tinydact.train import recipe
+
+    out = tmp_path / "run"
+    recipe(recipe_config(tiny_model_dir, tiny_tsv, out), torch.device("cpu"), quiet=True)
+    trained = {name: json.loads((out / name / "final" / "config.json").read_text())["dact"]["trained"]
+               for name in ("phase1", "heads", "joint")}
+    assert [(t["phase"], t["step"]) for t in trained.values()] == [(1, 6), (2, 3), (2, 6)]
+    assert (out / "heads" / "cls-cache.pt").is_file()  # the heads trained on cached [CLS] states
+    heads, _ = load_checkpoint(out / "heads" / "final")
+    phase1, _ = load_checkpoint(out / "phase1" / "final")
+    assert all(torch.equal(v, w) for v, w in zip(phase1.bert.state_dict().values(), heads.bert.state_dict().values()))
+    joint, _ = load_checkpoint(out / "joint" / "final")
+    final, _ = load_checkpoint(out / "final")
+    assert all(torch.equal(v, w) for v, w in zip(joint.state_dict().values(), final.state_dict().values()))
+    assert not torch.equal(heads.bert.embeddings.word.weight, joint.bert.embeddings.word.weight)  # joint moved the backbone
+    (r,) = load(out / "final")(["good film"])
+    assert r["label"] in ("negative", "positive") and 1 <= r["blocks"] <= 4
+
+
+@pytest.mark.parametrize("phase, at", [("phase1", 3), ("heads", 2), ("joint", 4)])
+def test_recipe_interrupted_in_any_phase_resumes_to_the_same_model(tiny_model_dir, tiny_tsv, tmp_path, monkeypatch, phase, at):
+    from tinydact.train import Batches, recipe
+
+    recipe(recipe_config(tiny_model_dir, tiny_tsv, tmp_path / "straight"), torch.device("cpu"), quiet=True)
+
+    calls = {"n": 0}
+    real = Batches.get
+
+    def interrupting(self, idx):
+        if self.cfg.out.endswith(phase):
+            calls["n"] += 1
+            if calls["n"] == at:  # Ctrl-C while fetching the batch of step `at` of this phase
+                raise KeyboardInterrupt
+        return real(self, idx)
+
+    monkeypatch.setattr(Batches, "get", interrupting)
+    cut = tmp_path / "cut"
+    with pytest.raises(TinydactError, match=rf"interrupted at step {at - 1}/\d+ of .*{phase}.*tinydact train --resume --out {cut}$"):
+        recipe(recipe_config(tiny_model_dir, tiny_tsv, cut), torch.device("cpu"), quiet=True)
+    assert not (cut / "final").exists()
+    monkeypatch.setattr(Batches, "get", real)
+    recipe(TrainConfig(out=str(cut)), torch.device("cpu"), resume=True, quiet=True)
+
+    a, _ = load_checkpoint(tmp_path / "straight" / "final")
+    b, _ = load_checkpoint(cut / "final")
+    for (k, v), w in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.allclose(v, w, atol=1e-6), k
+
+
+def test_recipe_command_runs_and_refuses_options_each_phase_sets(tiny_model_dir, tiny_tsv, tmp_path):
+    from click.testing import CliRunner
+
+    from tinydact.cli import cli
+
+    common = ["--model", str(tiny_model_dir), "--train", str(tiny_tsv), "--dev", str(tiny_tsv), "--task", "sst2",
+              "--batch-size", "4", "--max-length", "16", "--max-steps", "2", "--quiet", "--device", "cpu"]
+    r = CliRunner().invoke(cli, ["train", *common, "--out", str(tmp_path / "run")])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["out"] == str(tmp_path / "run")
+    r = CliRunner().invoke(cli, ["classify", "good film", "--model", str(tmp_path / "run" / "final")])
+    assert r.exit_code == 0 and "blocks" in r.output
+    r = CliRunner().invoke(cli, ["train", *common, "--out", str(tmp_path / "x"), "--lr", "1e-4"])
+    assert r.exit_code == 1 and "the recipe sets --lr for each phase itself" in r.output
+    r = CliRunner().invoke(cli, ["train", *common, "--out", str(tmp_path / "y"), "--phase-epochs", "1,2"])
+    assert r.exit_code == 1 and "--phase-epochs takes 3 positive numbers" in r.output

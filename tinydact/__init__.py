@@ -1,3 +1,15 @@
-"""tinydact: a minimal, from-scratch, educational implementation of DACT-BERT."""
+"""tinydact: a minimal, from-scratch, educational implementation of DACT-BERT.
+
+    import tinydact
+    clf = tinydact.load()                     # the model shipped in weights/ (or load(DIR))
+    clf(["a gripping, beautiful film"])       # label, confidence, probs, blocks run
+
+The method: docs/dact.md. The pieces: bert.py (the encoder), dact.py (the DACT math),
+model.py (DACT-BERT, early exit), train.py, evaluate.py, baselines.py, api.py, cli.py.
+"""
 
 __version__ = "0.1.0"
+
+from .api import Classifier, load  # noqa: E402
+
+__all__ = ["Classifier", "load"]

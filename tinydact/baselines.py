@@ -1,10 +1,11 @@
-"""Early-exit baselines on the same backbone (DACT.md section 6): static truncation, DeeBERT
+"""Early-exit baselines on the same backbone (docs/dact.md §6): static truncation, DeeBERT
 and PABEE, beside DACT-BERT.
 
 Every baseline has DACT-BERT's architecture minus the use of the halting units: a classifier
 after every block, reading the block's [CLS] state. So a `DACTBert` checkpoint serves them
 all; a baseline reads the per-block answers y_n of its modules and ignores h_n. What differs
-is how the classifiers are trained (train.py's `--layers`, mapped by `training_settings`)
+is how the classifiers are trained (train.py's `--blocks`, mapped by `training_settings`; the
+baselines' own phase-1 losses are `phase1_block_weights` here)
 and the exit rule (here):
 
     method   knob               exit after block n when ...                  answer
@@ -21,7 +22,7 @@ wall-clock are counted the same way for every method.
 References: DeeBERT, Xin et al., ACL 2020 (entropy in nats of the softmax, as in their code);
 PABEE, Zhou et al., NeurIPS 2020. PABEE's paper and code count the patience as the number
 of times the prediction stayed *unchanged*, so their patience t stops after t + 1 agreeing
-blocks; here (as in DACT.md) t counts the agreeing blocks themselves: our t = their t + 1,
+blocks; here (as in docs/dact.md §6) t counts the agreeing blocks themselves: our t = their t + 1,
 and t = 1 exits after block 1.
 """
 
@@ -35,12 +36,13 @@ METHODS = ("dact", "static", "deebert", "pabee")
 # `tinydact train --method M` sets these TrainConfig fields; "phase" is the step of the
 # method's recipe the user asks for with --phase (None: the method has one step).
 TRAINING = {
-    ("dact", 1): {"phase": 1},  # backbone + every block's answer (--layers all, or last)
+    ("dact", None): {},  # the whole recipe (train.recipe)
+    ("dact", 1): {"phase": 1},  # backbone + every block's answer (--blocks all, or last)
     ("dact", 2): {"phase": 2},  # the DACT loss CE(a_N) + τ Σ p_n (--freeze-backbone: heads only)
-    ("static", None): {"phase": 1, "layers": "all"},  # one classifier per block, trained jointly
-    ("deebert", 1): {"phase": 1, "layers": "last"},  # stage 1: backbone + last classifier
-    ("deebert", 2): {"phase": 1, "layers": "all-but-last", "freeze_backbone": True},  # stage 2
-    ("pabee", None): {"phase": 1, "layers": "weighted"},  # jointly, loss Σ_j j·L_j / Σ_j j
+    ("static", None): {"phase": 1, "blocks": "all"},  # one classifier per block, trained jointly
+    ("deebert", 1): {"phase": 1, "blocks": "last"},  # stage 1: backbone + last classifier
+    ("deebert", 2): {"phase": 1, "blocks": "all-but-last", "freeze_backbone": True},  # stage 2
+    ("pabee", None): {"phase": 1, "blocks": "weighted"},  # jointly, loss Σ_j j·L_j / Σ_j j
 }
 
 
@@ -49,6 +51,8 @@ def training_settings(method: str, phase: int | None) -> dict:
     steps = [p for m, p in TRAINING if m == method]
     if not steps:
         raise TinydactError(f"unknown method {method!r}, expected one of {', '.join(METHODS)}")
+    if method == "dact":
+        return dict(TRAINING[method, phase])
     if steps == [None]:
         if phase not in (None, 1):
             raise TinydactError(f"--method {method} trains in one step: leave out --phase (or give --phase 1)")
@@ -58,7 +62,43 @@ def training_settings(method: str, phase: int | None) -> dict:
     return dict(TRAINING[method, phase])
 
 
-def check_knob(method: str, knob, num_layers: int):
+def method_settings(method: str, options: dict, given: set) -> dict:
+    """The TrainConfig fields `tinydact train --method` sets (`training_settings`), checked
+    against `options`: one the user `given` on the command line with another value is an
+    error, not silently replaced."""
+    settings = training_settings(method, options["phase"] if "phase" in given or method == "dact" else None)
+    for name, value in settings.items():
+        if name != "phase" and name in given and options[name] != value:
+            flag = "--" + name.replace("_", "-")
+            raise TinydactError(f"--method {method} sets {flag} {value}; it cannot be combined with {flag} {options[name]}")
+    return settings
+
+
+def phase1_block_weights(blocks: str, N: int) -> list:
+    """w_1..w_N, the weight of block j's cross-entropy L_j in phase 1's loss Σ_j w_j·L_j / Σ_j w_j:
+    DACT's recipe trains every block's answer (all) or the last's (last); the baselines'
+    own losses are PABEE's depth weights and DeeBERT's second stage."""
+    j = range(1, N + 1)
+    if blocks == "all":
+        return [1.0 for _ in j]  # the plain mean over blocks
+    if blocks == "last":
+        return [float(n == N) for n in j]  # a plain classifier on the last block
+    if blocks == "weighted":
+        return [float(n) for n in j]  # PABEE: Σ_j j·L_j / Σ_j j, deeper blocks weigh more
+    if blocks == "all-but-last":
+        return [float(n < N) for n in j]  # DeeBERT stage 2: the last module is left alone
+    raise ValueError(f"unknown --blocks {blocks!r}")
+
+
+def dev_score(blocks: str, metrics: dict) -> float:
+    """The dev figure a run keeps its best model by: the accuracy, except in DeeBERT's stage 2,
+    which leaves the last block's answer alone: the mean accuracy over the blocks it trains."""
+    if blocks == "all-but-last" and "block_accuracy" in metrics:
+        return sum(metrics["block_accuracy"][:-1]) / (len(metrics["block_accuracy"]) - 1)
+    return metrics["accuracy"]
+
+
+def check_knob(method: str, knob, num_blocks: int):
     """The knob as its method wants it (an int k or t, a float S, None), or a clear error."""
     if method not in METHODS:
         raise TinydactError(f"unknown method {method!r}, expected one of {', '.join(METHODS)}")
@@ -67,13 +107,13 @@ def check_knob(method: str, knob, num_layers: int):
             raise TinydactError("dact has no exit knob (its trade-off is τ, set at training time): leave out --knob")
         return None
     if knob is None:
-        raise TinydactError(f"--method {method} needs --knob ({'the entropy threshold S' if method == 'deebert' else f'an integer 1..{num_layers}'})")
+        raise TinydactError(f"--method {method} needs --knob ({'the entropy threshold S' if method == 'deebert' else f'an integer 1..{num_blocks}'})")
     if method == "deebert":
         if not knob >= 0:
             raise TinydactError(f"deebert's entropy threshold must be >= 0, got {knob}")
         return float(knob)
-    if knob != int(knob) or not 1 <= knob <= num_layers:
-        raise TinydactError(f"{method}'s knob must be an integer from 1 to {num_layers}, got {knob}")
+    if knob != int(knob) or not 1 <= knob <= num_blocks:
+        raise TinydactError(f"{method}'s knob must be an integer from 1 to {num_blocks}, got {knob}")
     return int(knob)
 
 
@@ -131,9 +171,9 @@ def predict_exit(model, input_ids, attention_mask=None, token_type_ids=None, met
     """`DACTBert.predict` for any method: labels (B,), probabilities at the exit (B, K),
     blocks executed (B,). Per example early exit with batch compaction; `dact` is
     `model.predict` itself (paper rule)."""
-    knob = check_knob(method, knob, model.num_layers)
+    knob = check_knob(method, knob, model.num_blocks)
     if method == "dact":
         return model.predict(input_ids, attention_mask, token_type_ids)
     step, state = exit_rule(model, method, knob, input_ids.size(0), input_ids.device)
-    probs, layers = run_with_early_exit(model.bert, input_ids, attention_mask, token_type_ids, step, state)
-    return probs.argmax(-1), probs, layers
+    probs, blocks = run_with_early_exit(model.bert, input_ids, attention_mask, token_type_ids, step, state)
+    return probs.argmax(-1), probs, blocks

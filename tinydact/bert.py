@@ -70,24 +70,28 @@ class BertConfig:
             )
         return cfg
 
-    @classmethod
-    def from_json(cls, path) -> "BertConfig":
-        path = Path(path)
-        try:
-            d = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise TinydactError(f"config file not found: {path}") from None
-        except OSError as e:  # a directory, no permission, ...
-            raise TinydactError(f"cannot read config file {path} ({e.strerror})") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise TinydactError(f"config file is not valid JSON: {path} ({e})") from None
-        if not isinstance(d, dict):
-            raise TinydactError(f"config file does not hold a JSON object: {path}")
-        return cls.from_dict(d)
-
     def to_dict(self) -> dict:
         """The Hugging Face keys, so a saved config.json also loads in `transformers`."""
         return {"model_type": "bert", "hidden_act": "gelu", "position_embedding_type": "absolute", **asdict(self)}
+
+
+def read_config(path) -> dict:
+    """The config.json of a model directory (or of a model name, see `home.model_dir`) as a
+    dict: the one reader of config files, for the encoder and for DACT-BERT checkpoints."""
+    from .home import model_dir
+
+    file = model_dir(path) / "config.json"
+    try:
+        d = json.loads(file.read_text())
+    except FileNotFoundError:
+        raise TinydactError(f"config file not found: {file}") from None
+    except OSError as e:  # a directory, no permission, ...
+        raise TinydactError(f"cannot read config file {file} ({e.strerror})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise TinydactError(f"config file is not valid JSON: {file} ({e})") from None
+    if not isinstance(d, dict):
+        raise TinydactError(f"config file does not hold a JSON object: {file}")
+    return d
 
 
 # ----------------------------------------------------------------------------------------
@@ -184,9 +188,9 @@ class Block(nn.Module):
         self.ln2 = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
 
-    def forward(self, x, attention_mask=None):
-        # x (B, T, H); attention_mask None or (B, T) with 1 for tokens and 0 for padding
-        y = self.dropout(self.attn(x, key_mask(attention_mask)))  # (B, T, H)
+    def forward(self, x, mask=None):
+        # x (B, T, H); mask None or bool (B, 1, 1, T) from `key_mask`, True where a key is a token
+        y = self.dropout(self.attn(x, mask))  # (B, T, H)
         x = self.ln1(y.add_(x) if in_place() else y + x)  # y is a fresh tensor: add into it
         y = self.dropout(self.mlp(x))  # (B, T, H)
         return self.ln2(y.add_(x) if in_place() else y + x)  # (B, T, H)
@@ -229,8 +233,9 @@ class Bert(nn.Module):
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None):
         x = self.embed(input_ids, token_type_ids)  # (B, T, H)
+        mask = key_mask(attention_mask)  # (B, 1, 1, T) or None, once for all blocks
         for block in self.blocks:
-            x = block(x, attention_mask)
+            x = block(x, mask)
         return x  # (B, T, H): the last hidden state
 
     def pool(self, hidden):
@@ -238,12 +243,13 @@ class Bert(nn.Module):
 
     @classmethod
     def from_pretrained(cls, path, attention: str = "sdpa") -> "Bert":
-        """A directory with `config.json` and `model.safetensors` (Hugging Face layout).
+        """A directory (or a downloaded model's name) with `config.json` and `model.safetensors`
+        (Hugging Face layout).
         Returns the model in eval mode, float32, on the CPU."""
-        path = Path(path)
-        if not path.is_dir():
-            raise TinydactError(f"model directory not found: {path}")
-        model = cls(BertConfig.from_json(path / "config.json"), attention)
+        from .home import model_dir
+
+        path = model_dir(path)
+        model = cls(BertConfig.from_dict(read_config(path)), attention)
         load_bert_weights(model, read_checkpoint(path), source=str(path))
         return model.eval()
 

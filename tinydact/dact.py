@@ -1,4 +1,4 @@
-"""DACT: Differentiable Adaptive Computation Time, read next to ../shared/design/DACT.md.
+"""DACT: Differentiable Adaptive Computation Time, read next to docs/dact.md.
 
 A model is cut into N ordered steps (for DACT-BERT: the N Transformer blocks). After step
 n = 1..N a small head (`DACTHead`) reads the step's state and emits
@@ -6,7 +6,7 @@ n = 1..N a small head (`DACTHead`) reads the step's state and emits
     y_n  (B, K)  the step's own answer, a probability vector over the K classes
     h_n  (B,)    a "halting value" in (0, 1)
 
-and two running quantities are updated (`dact_update`, DACT.md section 1):
+and two running quantities are updated (`dact_update`, docs/dact.md §1):
 
     p_n = h_n · p_{n-1}                              p_0 = 1   (p_n = ∏_{i≤n} h_i)
     a_n = p_{n-1} · y_n + (1 − p_{n-1}) · a_{n-1}    a_0 = 0   (accumulated answer)
@@ -14,11 +14,11 @@ and two running quantities are updated (`dact_update`, DACT.md section 1):
 The model's answer is a_N, a convex mixture Σ_n w_n y_n of the per-step answers
 (`mixture_weights`). p_n is how much the steps after n may still change it.
 
-Training (section 2): all N steps always run; everything is smooth, every h_n gets a
+Training (§2): all N steps always run; everything is smooth, every h_n gets a
 gradient. The loss (`dact_loss`) is the negative log-likelihood of the mixture a_N plus
 τ times the ponder cost Σ_n p_n (`ponder_cost`). Nothing halts during training.
 
-Inference (section 3): after step n, with d = N − n steps left, `can_halt` tests whether
+Inference (§3): after step n, with d = N − n steps left, `can_halt` tests whether
 the remaining steps can still change the top class of a_n; if not, the example stops and
 outputs a_n. This is exact: the prediction after early exit is the argmax of a_N from
 running all N steps. Early exit changes cost, never the prediction (in real arithmetic; in
@@ -33,11 +33,11 @@ float32 inside the loss and the halting test (see `_at_least_float32`).
 import torch
 from torch import nn
 
-# Halting-bias initialisation (DACT.md section 4, our choice): sigmoid(3.0) ≈ 0.953, inside the
-# spec's h ≈ 0.9–0.99. Why not h = 0.5: then p_n = 0.5^n collapses fast and with N = 12 the
+# Halting-bias initialisation (docs/dact.md §4, our choice): sigmoid(3.0) ≈ 0.953, inside the
+# method's h ≈ 0.9–0.99. Why not h = 0.5: then p_n = 0.5^n collapses fast and with N = 12 the
 # mixture weights are ≈ (0.29, 0.29, 0.19, 0.11, 0.06, 0.03, …, 0.00): the top blocks get
 # almost no say, which throws away the pretrained depth. With h ≈ 0.953 and N = 12 the
-# weights are ≈ (0, …, 0.04, 0.10, 0.26, 0.59): the model starts as (nearly) a last-layer
+# weights are ≈ (0, …, 0.04, 0.10, 0.26, 0.59): the model starts as (nearly) a last-block
 # classifier and learns to lower h where earlier blocks suffice.
 HALT_BIAS = 3.0
 
@@ -55,7 +55,7 @@ def _at_least_float32(t: torch.Tensor) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------------------
-# The recursion (DACT.md section 1)
+# The recursion (docs/dact.md §1)
 # ----------------------------------------------------------------------------------------
 
 
@@ -101,7 +101,7 @@ def mixture_weights(h: torch.Tensor) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------------------
-# Training loss (DACT.md section 2)
+# Training loss (docs/dact.md §2)
 # ----------------------------------------------------------------------------------------
 
 
@@ -131,46 +131,62 @@ def dact_loss(a_N: torch.Tensor, labels: torch.Tensor, p: torch.Tensor, tau: flo
 
 
 # ----------------------------------------------------------------------------------------
-# Inference: halting exactly (DACT.md section 3)
+# Inference: halting exactly (docs/dact.md §3)
 # ----------------------------------------------------------------------------------------
 
 
-def can_halt(a_n: torch.Tensor, p_n: torch.Tensor, remaining: int, rule: str = "paper") -> torch.Tensor:
-    """May each example stop after step n? a_n (B, K), p_n (B,), remaining = d = N − n (an
-    int ≥ 0, the same for the whole batch). Returns (B,) bool.
+def halting_bounds(a_n: torch.Tensor, p_n: torch.Tensor, remaining: int, rule: str = "paper"):
+    """Both sides of the halting test after step n, and its verdict: the one place they are
+    computed (`can_halt`, `classify --explain` and `tinydact.load(...)(explain=True)` read it).
 
-    Let c* be the top class of a_n and c' the runner-up. Whatever the d remaining steps
-    output, a_N[c*] ≥ a_n[c*] · (1 − p_n)^d, and for every other class c
-      a_N[c] ≤ a_n[c'] + p_n · d                   (rule="paper", the authors' bound), or
-      a_N[c] ≤ 1 − (1 − a_n[c']) · (1 − p_n)^d     (rule="tight", derived, never larger).
-    Stop when the first bound is strictly above the second: the top class then cannot be
-    overtaken, so argmax a_n = argmax a_N. An exact tie (a_n[c*] = a_n[c']) never stops
-    before the last step. When d = 0 every example stops. With K = 1 there is nothing to
-    decide: every example may stop (all True)."""
+    a_n (B, K), p_n (B,), remaining = d = N − n (an int ≥ 0). Let c* be the top class of a_n
+    and c' the runner-up. Whatever the d remaining steps output,
+      a_N[c*] ≥ a_n[c*] · (1 − p_n)^d                                          `lower`, and
+      a_N[c]  ≤ a_n[c'] + p_n · d                  for c ≠ c* (rule="paper")   `upper`, or
+      a_N[c]  ≤ 1 − (1 − a_n[c']) · (1 − p_n)^d    (rule="tight", never larger),
+    proofs in docs/dact.md §3. Returns (lower (B,), upper (B,), passes (B,) bool) where
+    `passes` is lower > upper: the top class can no longer be overtaken. Needs K ≥ 2."""
     if rule not in RULES:
         raise ValueError(f"unknown halting rule {rule!r}, expected one of {RULES}")
-    B, K = a_n.shape
-    if remaining == 0 or K == 1:
-        return torch.ones(B, dtype=torch.bool, device=a_n.device)
     a_n, p_n = _at_least_float32(a_n), _at_least_float32(p_n)
     d = remaining
     top2 = torch.topk(a_n, 2, dim=-1).values  # (B, 2), sorted: a_n[c*], a_n[c']
     a_top, a_second = top2[:, 0], top2[:, 1]  # (B,), (B,)
     # (1 − p_n)^d: how much of a_n survives the d remaining steps at least
     shrink = (1 - p_n) ** d  # (B,)
+    # a_n[c*] · (1 − p_n)^d
+    lower = a_top * shrink
     if rule == "paper":
-        # a_n[c*] · (1 − p_n)^d > a_n[c'] + p_n · d
-        return a_top * shrink > a_second + p_n * d
-    # tight: a_n[c*] · (1 − p_n)^d > 1 − (1 − a_n[c']) · (1 − p_n)^d, computed with
-    # (1 − a_n[c']) · (1 − p_n)^d moved to the left:
+        # a_n[c'] + p_n · d
+        upper = a_second + p_n * d
+        return lower, upper, lower > upper
+    # 1 − (1 − a_n[c']) · (1 − p_n)^d
+    upper = 1 - (1 - a_second) * shrink
+    # The verdict lower > upper is computed with (1 − a_n[c']) · (1 − p_n)^d moved left:
     #     (a_n[c*] − a_n[c']) · (1 − p_n)^d > 1 − (1 − p_n)^d
     # (the same inequality; this form keeps an exact tie at 0 > something ≥ 0, whereas
     # rounding in 1 − (1 − a_n[c']) could make a tie look separated when p_n = 0)
-    return (a_top - a_second) * shrink > 1 - shrink
+    return lower, upper, (a_top - a_second) * shrink > 1 - shrink
+
+
+def can_halt(a_n: torch.Tensor, p_n: torch.Tensor, remaining: int, rule: str = "paper") -> torch.Tensor:
+    """May each example stop after step n? a_n (B, K), p_n (B,), remaining = d = N − n (an
+    int ≥ 0, the same for the whole batch). Returns (B,) bool.
+
+    Stop when the lowest the top class can fall to is strictly above the highest any other
+    class can rise to (`halting_bounds`): then argmax a_n = argmax a_N. An exact tie
+    (a_n[c*] = a_n[c']) never stops before the last step. When d = 0 every example stops.
+    With K = 1 there is nothing to decide: every example may stop (all True)."""
+    if rule not in RULES:
+        raise ValueError(f"unknown halting rule {rule!r}, expected one of {RULES}")
+    B, K = a_n.shape
+    if remaining == 0 or K == 1:
+        return torch.ones(B, dtype=torch.bool, device=a_n.device)
+    return halting_bounds(a_n, p_n, remaining, rule)[2]
 
 
 # ----------------------------------------------------------------------------------------
-# The DACT module after each block (DACT.md section 4)
+# The DACT module after each block (docs/dact.md §4)
 # ----------------------------------------------------------------------------------------
 
 

@@ -120,6 +120,24 @@ def read_examples(path, task: str | None = None, label_names=None):
     return examples, task, list(names)
 
 
+def text_lines(text: str, source: str) -> list:
+    """Texts to classify, one per line of `text` (read from `source`, for messages): a line
+    with a TAB is a pair (text_a, text_b); blank lines are skipped."""
+    inputs = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        a, tab, b = line.partition("\t")
+        if "\t" in b:
+            raise TinydactError(f"line {lineno} of {source} has more than one TAB (expected TEXT<TAB>PAIR)")
+        if not a.strip() or (tab and not b.strip()):
+            raise TinydactError(f"line {lineno} of {source} has an empty sentence around its TAB")
+        inputs.append((a, b) if tab else a)
+    if not inputs:
+        raise TinydactError(f"no text on {source} (one text per line)")
+    return inputs
+
+
 def example_lengths(examples, tokenizer, max_length: int):
     """Token counts after truncation, used to bucket examples of similar length."""
     texts = [e.text_a for e in examples]
@@ -153,10 +171,3 @@ def encode_batch(examples, idx, tokenizer, max_length: int):
     pairs = None if examples[idx[0]].text_b is None else [examples[i].text_b for i in idx]
     labels = torch.tensor([examples[i].label for i in idx])
     return tokenizer(texts, pairs, max_length=max_length), labels, torch.tensor(idx)
-
-
-def batches(examples, tokenizer, batch_size: int, max_length: int, shuffle: bool = False, seed: int = 0):
-    """Yield (encoded, labels, indices) over all examples, in length-bucketed batches."""
-    plan = batch_plan(example_lengths(examples, tokenizer, max_length), batch_size, shuffle, seed)
-    for idx in plan:
-        yield encode_batch(examples, idx, tokenizer, max_length)

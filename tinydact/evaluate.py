@@ -12,6 +12,7 @@ import time
 import torch
 
 from .baselines import check_knob, predict_exit
+from .dact import can_halt
 from .data import batch_plan, encode_batch, example_lengths
 from .errors import TinydactError
 from .model import estimate_flops
@@ -34,14 +35,14 @@ def evaluate(model, examples, tokenizer, batch_size=64, max_length=128, halt=Tru
     `examples`; returns a dict of metrics (see keys below)."""
     if method != "dact" and not halt:
         raise TinydactError(f"--no-halt is DACT's full depth; {method} runs full depth with its knob "
-                            f"(static {model.num_layers}, deebert 0, pabee {model.num_layers})")
-    knob = check_knob(method, knob, model.num_layers)
+                            f"(static {model.num_blocks}, deebert 0, pabee {model.num_blocks})")
+    knob = check_knob(method, knob, model.num_blocks)
     model.eval()
     device = torch.device(device)
     lengths = example_lengths(examples, tokenizer, max_length)
     plan = batch_plan(lengths, batch_size)  # sorted by length: little padding
     pred = [0] * len(examples)
-    layers = [0] * len(examples)
+    blocks = [0] * len(examples)
     start, cpu_start = time.perf_counter(), time.process_time()
     for idx in plan:
         enc, _, _ = encode_batch(examples, idx, tokenizer, max_length)
@@ -51,20 +52,20 @@ def evaluate(model, examples, tokenizer, batch_size=64, max_length=128, halt=Tru
         else:
             labels, _, used = predict_exit(model, *inputs, method=method, knob=knob)
         for i, lab, n in zip(idx, labels.tolist(), used.tolist()):
-            pred[i], layers[i] = lab, n
+            pred[i], blocks[i] = lab, n
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     gold = [e.label for e in examples]
-    N, cfg = model.num_layers, model.bert.config
-    flops = [estimate_flops(cfg, t, n, model.num_labels) for t, n in zip(lengths, layers)]
+    N, cfg = model.num_blocks, model.bert.config
+    flops = [estimate_flops(cfg, t, n, model.num_labels) for t, n in zip(lengths, blocks)]
     full = [estimate_flops(cfg, t, N, model.num_labels) for t in lengths]
     result = {
         "examples": len(examples),
         "accuracy": sum(p == g for p, g in zip(pred, gold)) / len(examples),
-        "avg_layers": sum(layers) / len(examples),
-        "num_layers": N,
-        "histogram": [layers.count(n) for n in range(1, N + 1)],  # examples that ran exactly n blocks
+        "avg_blocks": sum(blocks) / len(examples),
+        "num_blocks": N,
+        "histogram": [blocks.count(n) for n in range(1, N + 1)],  # examples that ran exactly n blocks
         "gflops_per_example": sum(flops) / len(examples) / 1e9,
         "flops_ratio": sum(flops) / sum(full),  # against the same model run to full depth
         "seconds": seconds,
@@ -78,5 +79,26 @@ def evaluate(model, examples, tokenizer, batch_size=64, max_length=128, halt=Tru
     if model.num_labels == 2:
         result["matthews"] = matthews(pred, gold)
     result["predictions"] = pred
-    result["layers"] = layers
+    result["blocks"] = blocks
     return result
+
+
+@torch.no_grad()
+def evaluate_states(model, cls, labels, rule: str, device) -> dict:
+    """Dev metrics from cached [CLS] states (n, N, H) of a frozen backbone: the same halting
+    test as `predict`, read off the whole trajectory (the backbone is not run here)."""
+    model.eval()
+    a, p, _, _ = model.forward_heads(cls.to(device, torch.float32))  # a_1..a_N (n, N, K), p_1..p_N (n, N)
+    N = model.num_blocks
+    halts = torch.stack([can_halt(a[:, n - 1], p[:, n - 1], N - n, rule) for n in range(1, N + 1)], 1)  # (n, N)
+    blocks = halts.float().argmax(1) + 1  # the first block whose test passes (block N always does)
+    acc = (a[:, -1].argmax(-1).cpu() == labels).float().mean().item()
+    return {"accuracy": acc, "avg_blocks": blocks.float().mean().item(), "ponder": p.sum(1).mean().item()}
+
+
+@torch.no_grad()
+def block_accuracies(model, cls, labels, device) -> list:
+    """Accuracy of each block's own answer y_n on cached [CLS] states (n, N, H)."""
+    model.eval()
+    cls, labels = cls.to(device, torch.float32), labels.to(device)
+    return [(head(cls[:, n])[0].argmax(-1) == labels).float().mean().item() for n, head in enumerate(model.heads)]

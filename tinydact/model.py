@@ -1,5 +1,5 @@
-"""DACT-BERT: a BERT backbone with one DACT module after every block (DACT.md section 4),
-per-example early exit with batch compaction (section 5), and checkpoints.
+"""DACT-BERT: a BERT backbone with one DACT module after every block (docs/dact.md §4),
+per-example early exit with batch compaction (§5), and checkpoints.
 
 Training (`forward`): all N blocks run for every example; the answers y_n and halting values
 h_n of every block are mixed by the DACT recursion into a_N, smoothly, so every h_n gets a
@@ -15,14 +15,17 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .bert import Bert, BertConfig, bert_state_for_hf, copy_exactly, load_bert_weights, read_checkpoint
-from .dact import HALT_BIAS, DACTHead, can_halt, dact_update
+from .bert import Bert, BertConfig, bert_state_for_hf, copy_exactly, key_mask, load_bert_weights, read_checkpoint, read_config
+from .dact import HALT_BIAS, DACTHead, can_halt, dact_forward, dact_update, halting_bounds
 from .errors import TinydactError
+from .home import model_dir
 
 HEAD_PREFIX = "dact_heads."  # checkpoint keys of the DACT modules; the backbone keeps HF names
 
 
 class DACTBert(nn.Module):
+    """BERT (`bert`) plus one `DACTHead` per block (`heads`), for K = `num_labels` classes."""
+
     def __init__(self, bert: Bert, num_labels: int, halt_bias: float = HALT_BIAS):
         super().__init__()
         cfg = bert.config
@@ -33,88 +36,108 @@ class DACTBert(nn.Module):
         self.num_labels = num_labels
 
     @property
-    def num_layers(self) -> int:
+    def num_blocks(self) -> int:
         return len(self.bert.blocks)
 
     def cls_states(self, input_ids, attention_mask=None, token_type_ids=None):
-        """The [CLS] hidden state after every block, (B, N, H): what the DACT modules read."""
-        x = self.bert.embed(input_ids, token_type_ids)  # (B, T, H)
-        states = []
-        for block in self.bert.blocks:
-            x = block(x, attention_mask)
-            states.append(x[:, 0])
-        return torch.stack(states, dim=1)  # (B, N, H)
+        """The [CLS] hidden state after every block, (B, N, H): what the DACT modules read.
+        Runs the early-exit loop with a rule that never stops early: every block runs."""
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None):
-        """Training forward, all N blocks. Returns (a_N (B,K), p (B,N), y (B,N,K), h (B,N))."""
-        return self.forward_heads(self.cls_states(input_ids, attention_mask, token_type_ids))
+        def collect(n, cls, states):  # states: the [CLS] states of blocks 1..n-1, each (B, H)
+            states = states + (cls,)
+            done = torch.zeros(cls.size(0), dtype=torch.bool, device=cls.device)  # the loop ends every row at N
+            return states, torch.stack(states, 1) if n == self.num_blocks else None, done
+
+        return run_with_early_exit(self.bert, input_ids, attention_mask, token_type_ids, collect, ())[0]
 
     def forward_heads(self, cls):
-        """The DACT recursion over cached [CLS] states cls (B, N, H) (used directly when the
-        backbone is frozen and its states are cached)."""
-        B = cls.size(0)
-        a_n = cls.new_zeros(B, self.num_labels)  # a_0 = 0
-        p_n = cls.new_ones(B)  # p_0 = 1
-        ys, hs, ps = [], [], []
-        for n, head in enumerate(self.heads):
-            y_n, h_n = head(cls[:, n])  # (B, K), (B,)
-            a_n, p_n = dact_update(a_n, p_n, y_n, h_n)
-            ys.append(y_n), hs.append(h_n), ps.append(p_n)
-        return a_n, torch.stack(ps, 1), torch.stack(ys, 1), torch.stack(hs, 1)
+        """The DACT modules and the recursion over [CLS] states cls (B, N, H), every block:
+        returns (a (B, N, K), p (B, N), y (B, N, K), h (B, N)) holding a_n, p_n, y_n, h_n for
+        n = 1..N; the model's answer a_N is a[:, -1]. Used directly when the backbone is
+        frozen and its states are cached."""
+        ys, hs = zip(*(head(cls[:, n]) for n, head in enumerate(self.heads)))  # N × ((B, K), (B,))
+        y, h = torch.stack(ys, 1), torch.stack(hs, 1)  # (B, N, K), (B, N)
+        a, p = dact_forward(y, h)  # (B, N, K), (B, N)
+        return a, p, y, h
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None):
+        """Training forward, all N blocks: `forward_heads` of `cls_states`."""
+        return self.forward_heads(self.cls_states(input_ids, attention_mask, token_type_ids))
 
     @torch.no_grad()
     def predict(self, input_ids, attention_mask=None, token_type_ids=None, halt: bool = True, rule: str = "paper", trace=None):
-        """Labels (B,), probabilities a at the exit (B, K), blocks executed (B,).
+        """Labels (B,), probabilities a_n at the exit (B, K), blocks executed (B,).
 
         With `halt`, each example stops after the first block n where
-        `can_halt(a_n, p_n, N - n, rule)` holds; the prediction equals the full-depth one."""
-        B, N = input_ids.size(0), self.num_layers
+        `can_halt(a_n, p_n, N - n, rule)` holds; the prediction equals the full-depth one.
+        `trace`, when a list, receives B lists (input order), one dict per block the example
+        ran: n, d = N − n, y_n, h_n, p_n, a_n, both sides of the halting test
+        (`halting_bounds`), whether it passes, and whether the example stopped there."""
+        B, N = input_ids.size(0), self.num_blocks
 
         def step(n, cls, state):
-            a_prev, p_prev = state
-            y_n, h_n = self.heads[n - 1](cls)
-            a_n, p_n = dact_update(a_prev, p_prev, y_n, h_n)
+            a_prev, p_prev, rows = state  # rows: input index of each live row
+            y_n, h_n = self.heads[n - 1](cls)  # (b, K), (b,)
+            a_n, p_n = dact_update(a_prev, p_prev, y_n, h_n)  # (b, K), (b,)
             done = can_halt(a_n, p_n, N - n, rule) if halt else torch.full_like(p_n, n == N, dtype=torch.bool)
             if trace is not None:
-                trace.append(dict(n=n, y_n=y_n, h_n=h_n, p_n=p_n, a_n=a_n, halt=done))
-            return (a_n, p_n), a_n, done
+                record(trace, n, N - n, rows, y_n, h_n, p_n, a_n, halting_bounds(a_n, p_n, N - n, rule), done)
+            return (a_n, p_n, rows), a_n, done
 
+        if trace is not None:
+            trace[:] = [[] for _ in range(B)]
         ref = self.heads[0].answer.weight
-        state = (ref.new_zeros(B, self.num_labels), ref.new_ones(B))  # a_0 = 0, p_0 = 1
-        probs, layers = run_with_early_exit(self.bert, input_ids, attention_mask, token_type_ids, step, state)
-        return probs.argmax(-1), probs, layers
+        rows = torch.arange(B, device=input_ids.device)
+        state = (ref.new_zeros(B, self.num_labels), ref.new_ones(B), rows)  # a_0 = 0, p_0 = 1
+        probs, blocks = run_with_early_exit(self.bert, input_ids, attention_mask, token_type_ids, step, state)
+        return probs.argmax(-1), probs, blocks
+
+
+def record(trace, n, d, rows, y_n, h_n, p_n, a_n, bounds, done):
+    """Append block n's values to each live example's list in `trace` (see `predict`)."""
+    lower, upper, passes = bounds
+    for j, i in enumerate(rows.tolist()):
+        trace[i].append(dict(n=n, d=d, y_n=y_n[j].tolist(), h_n=h_n[j].item(), p_n=p_n[j].item(), a_n=a_n[j].tolist(),
+                             top_lower_bound=lower[j].item(), runner_up_upper_bound=upper[j].item(),
+                             passes_test=bool(passes[j]), stop=bool(done[j]) or d == 0))
 
 
 def run_with_early_exit(bert: Bert, input_ids, attention_mask, token_type_ids, step, state):
-    """Run blocks one at a time; after block n call `step(n, cls, state) -> (state, probs, done)`
-    on the live rows (cls (b, H), state a tuple of (b, ...) tensors). Rows whose `done` is
-    True are finished: their `probs` are kept, and they are dropped from the hidden states,
-    the mask and the state before the next block (batch compaction). After the last block
-    every row is finished. Returns (probs (B, K), blocks executed (B,)) in input order."""
+    """The one loop over blocks (training runs it too, with a rule that never stops early).
+
+    After block n call `step(n, cls, state) -> (state, out, done)` on the live rows (cls
+    (b, H), state a tuple of (b, ...) tensors; `out` may be None when no row is done). Rows
+    whose `done` is True are finished: their `out` is kept, and they are dropped from the
+    hidden states, the mask and the state before the next block (batch compaction). After
+    the last block every row is finished. Returns (out (B, ...), blocks executed (B,)) in
+    input order."""
     B, N = input_ids.size(0), len(bert.blocks)
     x = bert.embed(input_ids, token_type_ids)  # (B, T, H)
-    mask = attention_mask
+    mask = attention_mask  # (B, T) or None
+    keys = key_mask(mask)  # (B, 1, 1, T) or None: made again only when rows are dropped
     rows = torch.arange(B, device=input_ids.device)  # input row of each live row
-    out_probs, layers = None, torch.full((B,), N, device=input_ids.device)
+    out, blocks = None, torch.full((B,), N, device=input_ids.device)
     for n, block in enumerate(bert.blocks, start=1):
-        x = block(x, mask)  # (b, T, H), b = live rows
+        x = block(x, keys)  # (b, T, H), b = live rows
         state, probs, done = step(n, x[:, 0], state)
-        if out_probs is None:
-            out_probs = probs.new_zeros(B, probs.size(-1))
         if n == N:
             done = torch.ones_like(done)
-        if done.any():
-            out_probs[rows[done]] = probs[done]
-            layers[rows[done]] = n
-            keep = ~done
-            if not keep.any():
-                break
-            x, rows, state = x[keep], rows[keep], tuple(s[keep] for s in state)  # (b', T, H)
-            if mask is not None:
-                mask = mask[keep]  # (b', T)
-                T = int(mask.sum(1).max())  # right padding: drop columns no live row uses
-                x, mask = x[:, :T], mask[:, :T]
-    return out_probs, layers
+        if not done.any():
+            continue
+        if out is None:
+            out = probs.new_zeros(B, *probs.shape[1:])
+        out[rows[done]] = probs[done]
+        blocks[rows[done]] = n
+        keep = ~done
+        if not keep.any():
+            break
+        x, rows, state = x[keep], rows[keep], tuple(s[keep] for s in state)  # (b', T, H)
+        if mask is not None:
+            mask = mask[keep]  # (b', T)
+            T = int(mask.sum(1).max())  # right padding: drop columns no live row uses
+            x, mask = x[:, :T], mask[:, :T]
+            keys = key_mask(mask)
+    return out, blocks
 
 
 # ----------------------------------------------------------------------------------------
@@ -122,9 +145,9 @@ def run_with_early_exit(bert: Bert, input_ids, attention_mask, token_type_ids, s
 # ----------------------------------------------------------------------------------------
 
 
-def estimate_flops(cfg: BertConfig, seq_len: int, layers: int, num_labels: int) -> int:
+def estimate_flops(cfg: BertConfig, seq_len: int, blocks: int, num_labels: int) -> int:
     """Floating-point operations (a multiply-add = 2) for one example of `seq_len` tokens
-    that runs `layers` blocks and their DACT modules. Embedding look-ups are free; the
+    that runs `blocks` blocks and their DACT modules. Embedding look-ups are free; the
     embedding LayerNorm and the softmaxes are small and counted roughly."""
     T, H, I, K = seq_len, cfg.hidden_size, cfg.intermediate_size, num_labels
     embed = 8 * T * H  # three-way sum + LayerNorm
@@ -138,7 +161,7 @@ def estimate_flops(cfg: BertConfig, seq_len: int, layers: int, num_labels: int) 
         + 16 * T * H  # two residual sums + two LayerNorms
     )
     head = 2 * (H * H + H * K + H) + 8 * K  # dense, answer, halt; recursion + halting test
-    return embed + layers * (block + head)
+    return embed + blocks * (block + head)
 
 
 # ----------------------------------------------------------------------------------------
@@ -176,28 +199,21 @@ def save_checkpoint(model: DACTBert, tokenizer, path, labels, task: str, dtype=t
 
 def read_dact_config(path) -> dict:
     """The `dact` section of a checkpoint's config.json ({} for a plain BERT directory)."""
-    try:
-        d = json.loads((Path(path) / "config.json").read_text())
-    except FileNotFoundError:
-        raise TinydactError(f"config file not found: {Path(path) / 'config.json'}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise TinydactError(f"config file is not valid JSON: {Path(path) / 'config.json'} ({e})") from None
-    return d.get("dact", {}) if isinstance(d, dict) else {}
+    return read_config(path).get("dact", {})
 
 
 def load_checkpoint(path, attention: str = "sdpa"):
     """Load a DACT-BERT directory written by `save_checkpoint`. Returns (model, meta) with meta
     the config's `dact` section. Every tensor is accounted for, as in the encoder loader."""
-    path = Path(path)
-    if not path.is_dir():
-        raise TinydactError(f"model directory not found: {path}")
-    meta = read_dact_config(path)
+    path = model_dir(path)
+    config = read_config(path)
+    meta = config.get("dact", {})
     if not meta:
         raise TinydactError(f"{path} is a plain BERT checkpoint, not a DACT-BERT one (no 'dact' section in config.json)")
     labels = meta.get("labels")
     if not isinstance(labels, list) or len(labels) != meta.get("num_labels") or len(labels) < 2:
         raise TinydactError(f"{path / 'config.json'}: the 'dact' section needs num_labels >= 2 and as many label names")
-    model = DACTBert(Bert(BertConfig.from_json(path / "config.json"), attention), len(labels))
+    model = DACTBert(Bert(BertConfig.from_dict(config), attention), len(labels))
     tensors = read_checkpoint(path)
     source = str(path / "model.safetensors")
     heads = {k[len(HEAD_PREFIX) :]: v for k, v in tensors.items() if k.startswith(HEAD_PREFIX)}

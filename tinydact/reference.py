@@ -1,8 +1,10 @@
 """DACT in plain NumPy, one example at a time: the reference to port from (see PORTING.md).
 
 No torch, no batch, no autograd: the forward recursion, the loss, the halting step, and
-the gradient of the loss written out by hand. Symbols are those of
-../shared/design/DACT.md; for the batched PyTorch version see dact.py.
+the gradient of the loss written out by hand. Symbols are those of docs/dact.md; for the
+batched PyTorch version see dact.py. This is a second, independent implementation on
+purpose (the tests hold the two against each other), so the halting test is written again
+here rather than imported.
 
 Shapes, for one example: N steps, K classes.
     y  (N, K)  row n − 1 holds y_n, the answer of step n (a probability vector)

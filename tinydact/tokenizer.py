@@ -60,10 +60,11 @@ class Tokenizer:
 
     @classmethod
     def from_pretrained(cls, path) -> "Tokenizer":
-        """A directory with `vocab.txt` and, optionally, `tokenizer_config.json`."""
-        path = Path(path)
-        if not path.is_dir():
-            raise TinydactError(f"tokenizer directory not found: {path}")
+        """A model directory (or a downloaded model's name, see `home.model_dir`) with
+        `vocab.txt` and, optionally, `tokenizer_config.json`."""
+        from .home import model_dir
+
+        path = model_dir(path)
         vocab_file, config_file = path / "vocab.txt", path / "tokenizer_config.json"
         if not vocab_file.is_file():
             raise TinydactError(f"no vocab.txt in {path}")

@@ -1,34 +1,34 @@
-"""Fine-tuning DACT-BERT: a plain PyTorch loop, the two-phase recipe of DACT.md section 4.
+"""Fine-tuning DACT-BERT: the recipe of docs/dact.md §4, as a plain PyTorch loop.
 
-Phase 1 (`--phase 1`): fine-tune the backbone with cross-entropy on the answer y_n of the
-    last block's module (`--layers last`: a plain classifier) or of every block's module
-    (`--layers all`: the mean over blocks, so early blocks learn to answer too). Halting
-    units are not trained here. Two more `--layers` for the baselines (baselines.py):
-    `weighted`, PABEE's layer-weighted loss Σ_j j·L_j / Σ_j j; `all-but-last`, DeeBERT's
-    stage 2 (with `--freeze-backbone`): every block's answer but the last's, whose module
-    stays as it is.
-Phase 2 (`--phase 2`): the DACT loss of DACT.md section 2, CE(a_N) + τ Σ_n p_n, on
-    everything, or with `--freeze-backbone` on the heads only: then the per-block [CLS]
-    states are computed once (optionally cached on disk with `--cache`) and an epoch takes
-    seconds, which makes τ sweeps cheap. With `--tau-end` (our option) τ rises linearly from
-    `--tau` to `--tau-end` over the run instead of staying constant.
+`tinydact train` without `--phase` runs the whole recipe (`recipe`), each phase in its own
+subfolder of `--out`, and leaves the final model in `--out/final`:
 
-The run's folder (`--out`) gets `best/` (best dev score), `final/` (end of training),
-`state.pt` (everything needed to resume: weights, optimizer, schedule, step, RNG; written
-atomically every `save_every` steps and on Ctrl-C / SIGTERM) and `log.jsonl`.
+    phase1/  cross-entropy on every block's answer y_n (the mean over blocks), backbone too
+    heads/   the DACT loss CE(a_N) + τ Σ_n p_n, heads only, on the frozen backbone's cached
+             per-block [CLS] states (an epoch takes seconds)
+    joint/   the DACT loss again, everything trains
+
+`--phase 1` or `--phase 2` runs one phase (`train`) for experiments: phase 1 with `--blocks
+all|last` (or the baselines' `weighted` and `all-but-last`, see baselines.py), phase 2 with
+or without `--freeze-backbone`; `--tau-end` (our option) raises τ linearly over a run.
+
+A run folder holds `best/` (best dev score), `final/` (end of training), `state.pt`
+(everything needed to resume: weights, optimizer, step, RNG; written atomically every
+`save_every` steps and on Ctrl-C / SIGTERM) and `log.jsonl`.
 
 Several processes (`torchrun --nproc-per-node=N -m tinydact train ...`): each rank takes every
-N-th row of each planned batch and PyTorch's DistributedDataParallel averages the gradients,
-so a step is the step of one process on the whole batch (`--batch-size` is the global batch).
-Rank 0 alone evaluates, logs, shows progress and writes the run folder.
+N-th row of each planned batch and DistributedDataParallel averages the gradients, so a step
+is the step of one process on the whole batch (`--batch-size` is the global batch). Rank 0
+alone evaluates, logs, shows progress and writes the run folder.
 """
 
+import hashlib
 import json
 import math
 import os
+import shutil
 import signal
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -38,43 +38,56 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from .dact import can_halt, dact_forward, dact_loss
+from .baselines import dev_score, phase1_block_weights
+from .dact import HALT_BIAS, RULES, dact_loss
 from .data import batch_plan, encode_batch, example_lengths, read_examples
 from .errors import TinydactError
-from .evaluate import evaluate
+from .evaluate import block_accuracies, evaluate, evaluate_states
 from .model import atomic_write, load_checkpoint, new_from_bert, read_dact_config, save_checkpoint
 from .tokenizer import Tokenizer
 
 
+def option(default, help: str, **click):
+    """A training option: its default, its help text and (for the command line) its range."""
+    return field(default=default, metadata={"help": help, **click})
+
+
+BLOCKS = ("all", "last", "weighted", "all-but-last")  # phase 1: which blocks' answers learn
+
+
 @dataclass
 class TrainConfig:
-    model: str  # a pretrained BERT directory, or a tinydact checkpoint (phase 2 after phase 1)
-    train: str  # training TSV
-    out: str  # run folder
-    dev: str | None = None  # dev TSV, evaluated during training
-    task: str | None = None  # data format; default: detected from the file
-    phase: int = 2
-    layers: str = "all"  # phase 1: "all", "last", "weighted" or "all-but-last" (see LAYERS)
-    tau: float = 1e-3  # ponder penalty τ (phase 2); the authors' default
-    tau_end: float = 0.0  # > 0: τ rises linearly from `tau` to `tau_end` over the run (our option); 0: τ throughout
-    freeze_backbone: bool = False
-    epochs: float = 1.0
-    batch_size: int = 32
-    max_length: int = 128
-    lr: float = 5e-5  # backbone
-    head_lr: float = 1e-3  # DACT modules
-    halt_lr: float = 0.0  # their halting units (h_n = sigmoid(w_h·z + b_h)); 0: same as head_lr
-    warmup: float = 0.1  # fraction of steps with a linear warm-up
-    weight_decay: float = 0.01
-    clip: float = 1.0  # gradient-norm clipping
-    halt_bias: float = 3.0  # new heads only: sigmoid(3) ≈ 0.95
-    rule: str = "paper"  # halting rule for dev evaluation
-    seed: int = 0
-    eval_every: int = 0  # steps between dev evaluations; 0: once per epoch
-    save_every: int = 200  # steps between resume saves
-    max_steps: int = 0  # stop early (0: no limit), e.g. for smoke tests
-    cache: str | None = None  # file for cached [CLS] states (frozen backbone)
-    save_dtype: str = "float32"  # dtype of best/ and final/ (float16 halves the size)
+    """Every training option, with its default and help text (the command line is built from it)."""
+
+    model: str | None = option(None, "pretrained BERT directory or downloaded model name, or a tinydact checkpoint")
+    train: str | None = option(None, "training TSV (GLUE format, or text<TAB>label)")
+    out: str | None = option(None, "run folder: best/, final/, state.pt, log.jsonl (the recipe: one subfolder per phase)")
+    dev: str | None = option(None, "dev TSV, evaluated during training")
+    task: str | None = option(None, "data format (default: detected from the file)")
+    phase: int | None = option(None, "run one phase: 1 (cross-entropy) or 2 (DACT loss); default: the whole recipe", min=1, max=2)
+    blocks: str = option("all", "phase 1: cross-entropy on every block's answer (all), the last's (last), "
+                         "depth-weighted (weighted: PABEE) or all but the last (all-but-last: DeeBERT stage 2)", choices=BLOCKS)
+    tau: float = option(1e-3, "ponder penalty τ of the DACT loss (the authors' default; 0.1-0.2 on a 6-block MiniLM)", min=0.0)
+    tau_end: float = option(0.0, "phase 2, our option: τ rises linearly from --tau to --tau-end over the run (0: constant)", min=0.0)
+    freeze_backbone: bool = option(False, "phase 2: train only the DACT modules, on cached [CLS] states")
+    epochs: float = option(1.0, "epochs of a single phase (the recipe: --phase-epochs)", min=0.0, min_open=True)
+    phase_epochs: str = option("2,3,1", "the recipe: epochs of phase 1, heads only and joint")
+    batch_size: int = option(32, "examples per optimizer step (all processes together)", min=1)
+    max_length: int = option(128, "tokens per example, longer ones are truncated", min=2)
+    lr: float = option(5e-5, "backbone learning rate (AdamW, linear warm-up then linear decay)", min=0.0)
+    head_lr: float = option(1e-3, "learning rate of the DACT modules", min=0.0)
+    halt_lr: float = option(0.0, "learning rate of their halting units h_n = sigmoid(w_h·z + b_h); 0: --head-lr", min=0.0)
+    warmup: float = option(0.1, "fraction of the steps with a linear warm-up", min=0.0, max=1.0)
+    weight_decay: float = option(0.01, "AdamW weight decay of the backbone's matrices", min=0.0)
+    clip: float = option(1.0, "gradient-norm clipping", min=0.0, min_open=True)
+    halt_bias: float = option(HALT_BIAS, "new heads only: initial b_h, so h_n ≈ sigmoid(b_h) at the start")
+    rule: str = option("paper", "halting rule for dev evaluation", choices=RULES)
+    seed: int = option(0, "random seed (batch order, dropout, new heads)")
+    eval_every: int = option(0, "steps between dev evaluations; 0: once per epoch", min=0)
+    save_every: int = option(200, "steps between resume saves (state.pt)", min=1)
+    max_steps: int = option(0, "stop each phase after this many steps (0: no limit), e.g. for a smoke run", min=0)
+    cache: str | None = option(None, "file for the frozen backbone's [CLS] states, reused when model and data match")
+    save_dtype: str = option("float32", "dtype of best/ and final/ (float16 halves the size)", choices=("float32", "float16", "bfloat16"))
 
 
 class Interrupted(Exception):
@@ -85,45 +98,15 @@ def _on_sigterm(signum, frame):
     raise Interrupted()
 
 
-def parameter_groups(model, cfg: TrainConfig):
-    """AdamW groups: backbone at lr (no decay on biases and LayerNorms), heads at head_lr,
-    their halting units at halt_lr."""
-    decay, no_decay = [], []
-    for name, p in model.bert.named_parameters():
-        (no_decay if p.ndim == 1 else decay).append(p)
-    groups = [
-        {"params": decay, "lr": cfg.lr, "weight_decay": cfg.weight_decay},
-        {"params": no_decay, "lr": cfg.lr, "weight_decay": 0.0},
-        {"params": [p for h in model.heads for n, p in h.named_parameters() if not n.startswith("halt.")],
-         "lr": cfg.head_lr, "weight_decay": 0.0},
-        {"params": [p for h in model.heads for p in h.halt.parameters()], "lr": cfg.halt_lr or cfg.head_lr, "weight_decay": 0.0},
-    ]
-    if cfg.freeze_backbone:
-        groups = groups[2:]
-    return groups
+# ----------------------------------------------------------------------------------------
+# The loss of one batch
+# ----------------------------------------------------------------------------------------
 
 
-LAYERS = ("all", "last", "weighted", "all-but-last")  # phase 1's choices of per-block answers to train
-
-
-def layer_weights(layers: str, N: int) -> list:
-    """w_1..w_N, the weight of block j's cross-entropy L_j in phase 1's loss."""
-    j = range(1, N + 1)
-    if layers == "all":
-        return [1.0 for _ in j]  # the plain mean over blocks
-    if layers == "last":
-        return [float(n == N) for n in j]  # a plain classifier on the last block
-    if layers == "weighted":
-        return [float(n) for n in j]  # PABEE: Σ_j j·L_j / Σ_j j, deeper blocks weigh more
-    if layers == "all-but-last":
-        return [float(n < N) for n in j]  # DeeBERT stage 2: the last module is left alone
-    raise ValueError(f"unknown --layers {layers!r}, expected one of {LAYERS}")
-
-
-def phase1_loss(model, cls, labels, layers: str):
+def phase1_loss(model, cls, labels, blocks: str):
     """Σ_j w_j·L_j / Σ_j w_j with L_j = CE(y_j, label), the cross-entropy of block j's answer,
-    and w_j from `layer_weights` (all: the mean over blocks; last: the last block's alone)."""
-    w = layer_weights(layers, model.num_layers)
+    and w_j from `phase1_block_weights` (all: the mean over blocks; last: the last block's)."""
+    w = phase1_block_weights(blocks, model.num_blocks)
     # blocks of weight 0 are skipped: their modules get no gradient at all
     loss = sum(w_j * F.cross_entropy(model.heads[j].logits(cls[:, j]), labels) for j, w_j in enumerate(w) if w_j)
     return loss / sum(w)
@@ -143,11 +126,24 @@ class BatchLoss(nn.Module):
         model, cfg = self.model, self.cfg
         cls = inputs if cfg.freeze_backbone else model.cls_states(*inputs)  # (B, N, H)
         if cfg.phase == 1:
-            loss = phase1_loss(model, cls, y_true, cfg.layers)
+            loss = phase1_loss(model, cls, y_true, cfg.blocks)
             return loss, (model.heads[-1].logits(cls[:, -1]).argmax(-1) == y_true).float().mean(), None
-        a_N, p, _, _ = model.forward_heads(cls)
-        loss = dact_loss(a_N.float(), y_true, p.float(), tau)
-        return loss, (a_N.argmax(-1) == y_true).float().mean(), p.sum(1).mean()
+        a, p, _, _ = model.forward_heads(cls)  # (B, N, K), (B, N)
+        a_N = a[:, -1]  # the model's answer
+        return dact_loss(a_N.float(), y_true, p.float(), tau), (a_N.argmax(-1) == y_true).float().mean(), p.sum(1).mean()
+
+
+# ----------------------------------------------------------------------------------------
+# Schedules: learning rate and τ
+# ----------------------------------------------------------------------------------------
+
+
+def get_lr(step: int, warm: int, total: int) -> float:
+    """The learning-rate factor of optimizer step `step` (0-based): a linear warm-up over
+    `warm` steps to 1, then a linear decay to 0 at `total`."""
+    if step < warm:
+        return (step + 1) / warm
+    return max(0.0, (total - step) / max(1, total - warm))
 
 
 def tau_at(cfg: TrainConfig, step: int, total: int) -> float:
@@ -156,6 +152,109 @@ def tau_at(cfg: TrainConfig, step: int, total: int) -> float:
     if not cfg.tau_end:
         return cfg.tau
     return cfg.tau + (cfg.tau_end - cfg.tau) * step / max(1, total - 1)
+
+
+def parameter_groups(model, cfg: TrainConfig):
+    """AdamW groups, each with its `base_lr`: the backbone at lr (no decay on biases and
+    LayerNorms), the DACT modules at head_lr, their halting units at halt_lr."""
+    decay, no_decay = [], []
+    for name, p in model.bert.named_parameters():
+        (no_decay if p.ndim == 1 else decay).append(p)
+    groups = [
+        {"params": decay, "base_lr": cfg.lr, "weight_decay": cfg.weight_decay},
+        {"params": no_decay, "base_lr": cfg.lr, "weight_decay": 0.0},
+        {"params": [p for h in model.heads for n, p in h.named_parameters() if not n.startswith("halt.")],
+         "base_lr": cfg.head_lr, "weight_decay": 0.0},
+        {"params": [p for h in model.heads for p in h.halt.parameters()], "base_lr": cfg.halt_lr or cfg.head_lr, "weight_decay": 0.0},
+    ]
+    return groups[2:] if cfg.freeze_backbone else groups
+
+
+# ----------------------------------------------------------------------------------------
+# Data: batches of text for the full backbone, of cached [CLS] states for a frozen one
+# ----------------------------------------------------------------------------------------
+
+
+class Batches:
+    """The training data of a run, and its batches: `plan(epoch)` lists each batch's example
+    indices, `get(idx)` gives (inputs, labels) on the device."""
+
+    def __init__(self, cfg: TrainConfig, model, tokenizer, train_ex, dev_ex, device):
+        self.cfg, self.examples, self.tokenizer, self.device = cfg, train_ex, tokenizer, device
+        self.labels = torch.tensor([e.label for e in train_ex])
+        if cfg.freeze_backbone:  # the backbone's states, once; every "batch" then costs the same
+            self.train_cls, self.dev_cls = cached_states(model, train_ex, dev_ex, tokenizer, cfg, device)
+            self.lengths = [1] * len(train_ex)
+        else:
+            self.train_cls, self.dev_cls = None, None
+            self.lengths = example_lengths(train_ex, tokenizer, cfg.max_length)
+        self.steps_per_epoch = len(batch_plan(self.lengths, cfg.batch_size))
+
+    def plan(self, epoch: int) -> list:
+        return batch_plan(self.lengths, self.cfg.batch_size, shuffle=True, seed=self.cfg.seed + epoch)
+
+    def get(self, idx):
+        if self.train_cls is not None:
+            return self.train_cls[idx].to(self.device, torch.float32), self.labels[idx].to(self.device)
+        enc, y_true, _ = encode_batch(self.examples, idx, self.tokenizer, self.cfg.max_length)
+        return [t.to(self.device) for t in enc], y_true.to(self.device)
+
+
+def file_digest(path) -> str:
+    """sha256 of a file's bytes (the cache key covers content, not names and sizes)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@torch.no_grad()
+def cls_cache(model, examples, tokenizer, max_length: int, device, desc: str):
+    """Per-block [CLS] states (n, N, H) of a frozen backbone, in float16 on the CPU."""
+    model.eval()
+    out = torch.empty(len(examples), model.num_blocks, model.bert.config.hidden_size, dtype=torch.float16)
+    plan = batch_plan(example_lengths(examples, tokenizer, max_length), 128)
+    for idx in tqdm(plan, desc=desc, leave=False, disable=None):  # shown on a terminal only
+        enc, _, _ = encode_batch(examples, idx, tokenizer, max_length)
+        out[idx] = model.cls_states(*(t.to(device) for t in enc)).to("cpu", torch.float16)
+    return out
+
+
+def cached_states(model, train_ex, dev_ex, tokenizer, cfg: TrainConfig, device):
+    """The frozen backbone's [CLS] states for train and dev, from `cfg.cache` when its key
+    (the bytes of the model's weights and of the data files, and max_length) matches."""
+    from .home import model_dir
+
+    files = [model_dir(cfg.model) / "model.safetensors", cfg.train] + ([cfg.dev] if cfg.dev else [])
+    key = json.dumps({"files": [file_digest(f) for f in files], "max_length": cfg.max_length})
+    if cfg.cache and Path(cfg.cache).is_file():
+        saved = torch.load(cfg.cache, weights_only=True)
+        if saved.get("key") == key:
+            return saved["train"], saved["dev"]
+    train_cls = cls_cache(model, train_ex, tokenizer, cfg.max_length, device, "caching train [CLS] states")
+    dev_cls = cls_cache(model, dev_ex, tokenizer, cfg.max_length, device, "caching dev [CLS] states") if dev_ex else None
+    if cfg.cache:
+        Path(cfg.cache).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(Path(cfg.cache), lambda p: torch.save({"key": key, "train": train_cls, "dev": dev_cls}, p))
+    return train_cls, dev_cls
+
+
+def dev_metrics(model, cfg: TrainConfig, dev_ex, dev_cls, tokenizer, device) -> dict:
+    """Dev accuracy and blocks. Phase 1: each block's own answer ("accuracy" is the last
+    block's); phase 2: the DACT model with halting, from cached states or the real path."""
+    labels = torch.tensor([e.label for e in dev_ex])
+    if cfg.phase == 1:
+        states = dev_cls if dev_cls is not None else cls_cache(model, dev_ex, tokenizer, cfg.max_length, device, "dev")
+        per_block = block_accuracies(model, states, labels, device)
+        m = {"accuracy": per_block[-1], "avg_blocks": float(model.num_blocks), "block_accuracy": per_block}
+    elif dev_cls is not None:
+        m = evaluate_states(model, dev_cls, labels, cfg.rule, device)
+    else:
+        r = evaluate(model, dev_ex, tokenizer, 64, cfg.max_length, rule=cfg.rule, device=device)
+        m = {k: r[k] for k in ("accuracy", "avg_blocks", "seconds")}
+    model.train()
+    return m
 
 
 # ----------------------------------------------------------------------------------------
@@ -207,216 +306,248 @@ def global_means(values: dict, weight: float, world: int) -> dict:
     return dict(zip(values, (packed / world).tolist()))
 
 
-@torch.no_grad()
-def cls_cache(model, examples, tokenizer, cfg: TrainConfig, device, desc: str):
-    """Per-block [CLS] states (n, N, H) of a frozen backbone, in float16 on the CPU."""
-    model.eval()
-    out = torch.empty(len(examples), model.num_layers, model.bert.config.hidden_size, dtype=torch.float16)
-    plan = batch_plan(example_lengths(examples, tokenizer, cfg.max_length), 128)
-    for idx in tqdm(plan, desc=desc, leave=False, disable=None):  # shown on a terminal only
-        enc, _, _ = encode_batch(examples, idx, tokenizer, cfg.max_length)
-        out[idx] = model.cls_states(*(t.to(device) for t in enc)).to("cpu", torch.float16)
-    return out
+# ----------------------------------------------------------------------------------------
+# One phase
+# ----------------------------------------------------------------------------------------
 
 
-def cached_states(model, train_ex, dev_ex, tokenizer, cfg, device):
-    """The frozen backbone's [CLS] states for train and dev, from `cfg.cache` when it matches."""
-    key = {"model": str(Path(cfg.model).resolve()), "train": str(Path(cfg.train).resolve()),
-           "dev": str(Path(cfg.dev).resolve()) if cfg.dev else None, "max_length": cfg.max_length,
-           "sizes": [len(train_ex), len(dev_ex or [])]}
-    if cfg.cache and Path(cfg.cache).is_file():
-        saved = torch.load(cfg.cache, weights_only=True)
-        if saved["key"] == json.dumps(key):
-            return saved["train"], saved["dev"]
-    train_cls = cls_cache(model, train_ex, tokenizer, cfg, device, "caching train [CLS] states")
-    dev_cls = cls_cache(model, dev_ex, tokenizer, cfg, device, "caching dev [CLS] states") if dev_ex else None
-    if cfg.cache:
-        Path(cfg.cache).parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(Path(cfg.cache), lambda p: torch.save({"key": json.dumps(key), "train": train_cls, "dev": dev_cls}, p))
-    return train_cls, dev_cls
-
-
-@torch.no_grad()
-def evaluate_cached(model, cls, labels, rule: str, device) -> dict:
-    """Dev metrics from cached [CLS] states: the same halting test as `predict`, run on the
-    full trajectory (no compaction needed: the backbone is not run here)."""
-    model.eval()
-    cls = cls.to(device, torch.float32)
-    _, _, y, h = model.forward_heads(cls)  # (B, N, K), (B, N)
-    a, p = dact_forward(y, h)  # a_1..a_N (B, N, K), p_1..p_N (B, N)
-    N = model.num_layers
-    halts = torch.stack([can_halt(a[:, n - 1], p[:, n - 1], N - n, rule) for n in range(1, N + 1)], 1)  # (B, N)
-    layers = halts.float().argmax(1) + 1  # the first block whose test passes (block N always does)
-    acc = (a[:, -1].argmax(-1).cpu() == labels).float().mean().item()
-    return {"accuracy": acc, "avg_layers": layers.float().mean().item(), "ponder": p.sum(1).mean().item()}
-
-
-@torch.no_grad()
-def layer_accuracies(model, cls, labels, device) -> list:
-    """Accuracy of each block's own answer y_n on cached [CLS] states (n, N, H)."""
-    model.eval()
-    cls, labels = cls.to(device, torch.float32), labels.to(device)
-    return [(head(cls[:, n])[0].argmax(-1) == labels).float().mean().item() for n, head in enumerate(model.heads)]
-
-
-def train(cfg: TrainConfig, device: torch.device, resume: bool = False, quiet: bool = False) -> dict:
-    """Run (or continue) one training run. Returns the best dev metrics."""
-    out = Path(cfg.out)
-    state_path = out / "state.pt"
-    state = None
-    if resume:
-        if not state_path.is_file():
-            raise TinydactError(f"nothing to resume: {state_path} does not exist")
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
-        cfg = TrainConfig(**state["config"])  # a resumed run keeps its own settings
-    if cfg.phase not in (1, 2) or cfg.layers not in LAYERS:
-        raise TinydactError(f"--phase must be 1 or 2 and --layers one of {', '.join(repr(k) for k in LAYERS)}")
+def check_config(cfg: TrainConfig) -> None:
+    if cfg.phase not in (1, 2) or cfg.blocks not in BLOCKS:
+        raise TinydactError(f"--phase must be 1 or 2 and --blocks one of {', '.join(repr(k) for k in BLOCKS)}")
     if cfg.tau < 0 or cfg.tau_end < 0:
         raise TinydactError(f"--tau and --tau-end must be >= 0 (got {cfg.tau:g} and {cfg.tau_end:g})")
-    rank, world, device = distributed_setup(device)
-    if world > 1 and cfg.freeze_backbone:
-        raise TinydactError("--freeze-backbone trains in one process (an epoch on cached states takes seconds): "
-                            "start it without torchrun")
-    out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(cfg.seed + rank)  # ranks draw different dropout masks; DDP gives all rank 0's initial weights
 
-    # Data and model
+
+def load_data_and_model(cfg: TrainConfig, device):
+    """(train examples, dev examples or None, task, labels, tokenizer, model on `device`)."""
     meta = read_dact_config(cfg.model)
     train_ex, task, labels = read_examples(cfg.train, cfg.task, meta.get("labels"))
     dev_ex = read_examples(cfg.dev, task, labels)[0] if cfg.dev else None
     if meta and meta["labels"] != labels:
         raise TinydactError(f"{cfg.model} was trained for labels {meta['labels']}, the data has {labels}")
-    tokenizer = Tokenizer.from_pretrained(cfg.model)
     model = load_checkpoint(cfg.model)[0] if meta else new_from_bert(cfg.model, len(labels), cfg.halt_bias)
-    model.to(device)
     if cfg.freeze_backbone:
         model.bert.requires_grad_(False)
-        train_cls, dev_cls = cached_states(model, train_ex, dev_ex, tokenizer, cfg, device)
-        train_labels = torch.tensor([e.label for e in train_ex])
-        dev_labels = torch.tensor([e.label for e in dev_ex]) if dev_ex else None
-        lengths = [1] * len(train_ex)  # all "batches" cost the same: no bucketing needed
-    else:
-        lengths = example_lengths(train_ex, tokenizer, cfg.max_length)
+    return train_ex, dev_ex, task, labels, Tokenizer.from_pretrained(cfg.model), model.to(device)
 
-    steps_per_epoch = len(batch_plan(lengths, cfg.batch_size))
-    total = max(1, math.ceil(cfg.epochs * steps_per_epoch))
-    if cfg.max_steps:
-        total = min(total, cfg.max_steps)
-    warm = int(cfg.warmup * total)
-    optimizer = torch.optim.AdamW(parameter_groups(model, cfg))
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: (s + 1) / max(1, warm) if s < warm else max(0.0, (total - s) / max(1, total - warm))
-    )
-    step, best = 0, None
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["schedule"])
-        step, best = state["step"], state["best"]
-        if rank == 0:  # the saved random state is rank 0's; other ranks keep their own stream
-            torch.set_rng_state(state["rng"])
-    objective = BatchLoss(model, cfg)
-    if world > 1:  # find_unused_parameters: the pooler gets no gradient, in phase 1 nor do the halting units
-        objective = DistributedDataParallel(objective, device_ids=[device.index] if device.type == "cuda" else None,
-                                            find_unused_parameters=True)
 
-    def dev_metrics():
-        if cfg.phase == 1:  # each block's own answer; "accuracy" is the last block's
-            states = dev_cls if cfg.freeze_backbone else cls_cache(model, dev_ex, tokenizer, cfg, device, "dev")
-            per_layer = layer_accuracies(model, states, torch.tensor([e.label for e in dev_ex]), device)
-            m = {"accuracy": per_layer[-1], "avg_layers": float(model.num_layers), "layer_accuracy": per_layer}
-        elif cfg.freeze_backbone:
-            m = evaluate_cached(model, dev_cls, dev_labels, cfg.rule, device)
-        else:
-            r = evaluate(model, dev_ex, tokenizer, 64, cfg.max_length, halt=cfg.phase == 2, rule=cfg.rule, device=device)
-            m = {k: r[k] for k in ("accuracy", "avg_layers", "seconds")}
-        model.train()
-        return m
+class RunFolder:
+    """What a run writes into its folder: `state.pt` to resume, the models `best/` and
+    `final/`, and `log.jsonl`, one line per dev evaluation."""
 
-    def score(m):  # dev accuracy; DeeBERT stage 2 leaves the last block's answer alone: the mean over the blocks it trains
-        if cfg.phase == 1 and cfg.layers == "all-but-last":
-            return sum(m["layer_accuracy"][:-1]) / (len(m["layer_accuracy"]) - 1)
-        return m["accuracy"]
+    def __init__(self, out: Path, cfg: TrainConfig, model, tokenizer, labels, task: str):
+        self.out, self.cfg, self.model, self.tokenizer, self.labels, self.task = out, cfg, model, tokenizer, labels, task
 
-    def is_better(m):  # higher score; on a tie, fewer blocks
-        return best is None or (score(m), -m["avg_layers"]) > (score(best), -best["avg_layers"])
+    def save_state(self, optimizer, step: int, best) -> None:
+        snapshot = {"model": self.model.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "best": best,
+                    "config": asdict(self.cfg), "rng": torch.get_rng_state()}
+        atomic_write(self.out / "state.pt", lambda p: torch.save(snapshot, p))
 
-    def save_state():
-        snapshot = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
-                    "step": step, "best": best, "config": asdict(cfg), "rng": torch.get_rng_state()}
-        atomic_write(state_path, lambda p: torch.save(snapshot, p))
+    def save_model(self, name: str, step: int) -> None:
+        cfg = self.cfg
+        trained = {"phase": cfg.phase, "tau": cfg.tau, "step": step, "blocks": cfg.blocks, **({"tau_end": cfg.tau_end} if cfg.tau_end else {})}
+        save_checkpoint(self.model, self.tokenizer, self.out / name, self.labels, self.task, getattr(torch, cfg.save_dtype),
+                        extra={"trained": trained})
 
-    def save_model(name):
-        save_checkpoint(model, tokenizer, out / name, labels, task, getattr(torch, cfg.save_dtype),
-                        extra={"trained": {"phase": cfg.phase, "tau": cfg.tau, "step": step, "layers": cfg.layers,
-                                           **({"tau_end": cfg.tau_end} if cfg.tau_end else {})}})
-
-    def log(record):
-        with open(out / "log.jsonl", "a") as f:
+    def log(self, record: dict) -> None:
+        with open(self.out / "log.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
 
-    eval_every = cfg.eval_every or steps_per_epoch
+
+def saved_state(out: Path):
+    """The state.pt of the run in `out`, to resume it."""
+    if not (out / "state.pt").is_file():
+        raise TinydactError(f"nothing to resume: {out / 'state.pt'} does not exist")
+    return torch.load(out / "state.pt", map_location="cpu", weights_only=True)
+
+
+def restore(saved: dict, model, optimizer, rank: int):
+    """Put a resumed run back where it stood; returns (step, best)."""
+    model.load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    if rank == 0:  # the saved random state is rank 0's; other ranks keep their own stream
+        torch.set_rng_state(saved["rng"])
+    return saved["step"], saved["best"]
+
+
+def for_ranks(objective: nn.Module, world: int, device) -> nn.Module:
+    """The loss module, wrapped in DistributedDataParallel under torchrun (find_unused_parameters:
+    the pooler gets no gradient, and in phase 1 neither do the halting units)."""
+    if world == 1:
+        return objective
+    return DistributedDataParallel(objective, device_ids=[device.index] if device.type == "cuda" else None,
+                                   find_unused_parameters=True)
+
+
+def show_progress(bar, running: dict, stats: dict, best: dict | None) -> None:
+    """Update the running means (an exponential average over ~50 steps) and the progress bar."""
+    for k, v in stats.items():
+        running[k] = v if k not in running else 0.98 * running[k] + 0.02 * v
+    bar.update(1)
+    bar.set_postfix({k: f"{v:.3f}" for k, v in running.items()} | ({"dev": f"{best['accuracy']:.3f}/{best['avg_blocks']:.2f}"} if best else {}))
+
+
+def is_better(cfg: TrainConfig, m: dict, best: dict | None) -> bool:
+    """A higher dev score (`baselines.dev_score`); on a tie, fewer blocks."""
+    return best is None or (dev_score(cfg.blocks, m), -m["avg_blocks"]) > (dev_score(cfg.blocks, best), -best["avg_blocks"])
+
+
+def train(cfg: TrainConfig, device: torch.device, resume: bool = False, quiet: bool = False, again: str | None = None) -> dict:
+    """Run (or, with `resume`, continue) one phase in `cfg.out`. Returns the best dev metrics.
+    `again`: the command that continues the run, shown when it is interrupted."""
+    out = Path(cfg.out)
+    saved = saved_state(out) if resume else None
+    cfg = TrainConfig(**saved["config"]) if saved else cfg  # a resumed run keeps its own settings
+    check_config(cfg)
+    rank, world, device = distributed_setup(device)
+    if world > 1 and cfg.freeze_backbone:
+        raise TinydactError("--freeze-backbone trains in one process (an epoch on cached states takes seconds): start it without torchrun")
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed + rank)  # ranks draw different dropout masks; DDP gives all rank 0's initial weights
+
+    # data, model, batches, the run folder; the optimizer and where the run stands
+    train_ex, dev_ex, task, labels, tokenizer, model = load_data_and_model(cfg, device)
+    batches = Batches(cfg, model, tokenizer, train_ex, dev_ex, device)
+    run = RunFolder(out, cfg, model, tokenizer, labels, task)
+    total = min(max(1, math.ceil(cfg.epochs * batches.steps_per_epoch)), cfg.max_steps or math.inf)
+    warm, eval_every = int(cfg.warmup * total), cfg.eval_every or batches.steps_per_epoch
+    optimizer = torch.optim.AdamW(parameter_groups(model, cfg))
+    step, best = restore(saved, model, optimizer, rank) if saved else (0, None)
+    objective = for_ranks(BatchLoss(model, cfg), world, device)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")  # bf16 only on CUDA
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
-    bar = tqdm(total=total, initial=step, desc=f"phase {cfg.phase}", disable=quiet or rank > 0, dynamic_ncols=True)
+    bar = tqdm(total=total, initial=step, desc=out.name, disable=quiet or rank > 0, dynamic_ncols=True)
     running = {}
     model.train()
     try:
         while step < total:
-            epoch, offset = divmod(step, steps_per_epoch)
-            plan = batch_plan(lengths, cfg.batch_size, shuffle=True, seed=cfg.seed + epoch)
-            for idx in plan[offset:]:
-                if step >= total:
-                    break
-                idx, weight = shard(idx, rank, world)  # one process: all rows, weight 1
+            epoch, offset = divmod(step, batches.steps_per_epoch)
+            for idx in batches.plan(epoch)[offset : offset + total - step]:
+                # one optimizer step on this rank's share of the batch (one process: all rows, weight 1)
+                for group in optimizer.param_groups:
+                    group["lr"] = group["base_lr"] * get_lr(step, warm, total)
+                idx, weight = shard(idx, rank, world)
+                inputs, y_true = batches.get(idx)
                 with autocast:
-                    if cfg.freeze_backbone:
-                        inputs, y_true = train_cls[idx].to(device, torch.float32), train_labels[idx].to(device)
-                    else:
-                        enc, y_true, _ = encode_batch(train_ex, idx, tokenizer, cfg.max_length)
-                        inputs, y_true = [t.to(device) for t in enc], y_true.to(device)
-                    loss, correct, ponder = objective(inputs, y_true, tau_at(cfg, step, total))
+                    loss, accuracy, ponder = objective(inputs, y_true, tau_at(cfg, step, total))
                 optimizer.zero_grad(set_to_none=True)
                 (loss * weight).backward()  # with DDP: gradients averaged over ranks here
                 torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], cfg.clip)
                 optimizer.step()
-                schedule.step()
                 step += 1
-                stats = {k: v for k, v in (("loss", loss), ("acc", correct), ("ponder", ponder)) if v is not None}
-                for k, v in global_means(stats, weight, world).items():
-                    running[k] = v if k not in running else 0.98 * running[k] + 0.02 * v
-                bar.update(1)
-                bar.set_postfix({k: f"{v:.3f}" for k, v in running.items()} | ({"dev": f"{best['accuracy']:.3f}/{best['avg_layers']:.2f}"} if best else {}))
+
+                # running means of the batch figures, on the progress bar
+                stats = {k: v for k, v in (("loss", loss), ("acc", accuracy), ("ponder", ponder)) if v is not None}
+                show_progress(bar, running, global_means(stats, weight, world), best)
+
+                # dev evaluation on rank 0: log it, keep the best model
                 if dev_ex is not None and (step % eval_every == 0 or step == total):
                     if rank == 0:
-                        m = dev_metrics()
-                        log({"step": step, "epoch": step / steps_per_epoch, "tau": tau_at(cfg, step - 1, total),
-                             **{f"train_{k}": v for k, v in running.items()}, "dev": m})
-                        if is_better(m):
+                        m = dev_metrics(model, cfg, dev_ex, batches.dev_cls, tokenizer, device)
+                        run.log({"step": step, "epoch": step / batches.steps_per_epoch, "tau": tau_at(cfg, step - 1, total),
+                                 **{f"train_{k}": v for k, v in running.items()}, "dev": m})
+                        if is_better(cfg, m, best):
                             best = {**m, "step": step}
-                            save_model("best")
+                            run.save_model("best", step)
                         if not quiet:
-                            tqdm.write(f"step {step}: dev accuracy {m['accuracy']:.4f}, avg blocks {m['avg_layers']:.2f}")
+                            tqdm.write(f"{out.name} step {step}: dev accuracy {m['accuracy']:.4f}, avg blocks {m['avg_blocks']:.2f}")
                     if world > 1:
                         dist.barrier()  # the other ranks wait while rank 0 evaluates
+
+                # the resume state
                 if step % cfg.save_every == 0 and rank == 0:
-                    save_state()
+                    run.save_state(optimizer, step, best)
     except (KeyboardInterrupt, Interrupted):
         if rank == 0:
-            save_state()
-        again = "torchrun [its options] -m tinydact" if world > 1 else "tinydact"
-        raise TinydactError(f"interrupted at step {step}/{total}; state saved, continue with: {again} train --resume --out {out}")
+            run.save_state(optimizer, step, best)
+        again = again or ("torchrun [its options] -m tinydact" if world > 1 else "tinydact") + f" train --resume --out {out}"
+        raise TinydactError(f"interrupted at step {step}/{total} of {out}; state saved, continue with: {again}")
     finally:
         bar.close()
         signal.signal(signal.SIGTERM, previous)
+    return finish(run, optimizer, step, best, dev_ex is None, rank, world)
+
+
+def finish(run: RunFolder, optimizer, step: int, best, no_dev: bool, rank: int, world: int) -> dict:
+    """The end of a run: rank 0 writes the resume state and final/ (and best/ when there is no
+    dev set); every rank returns rank 0's best dev metrics."""
     if rank == 0:
-        save_state()
-        save_model("final")
-        if dev_ex is None:
-            save_model("best")
-    if world > 1:  # every rank returns rank 0's best metrics, once rank 0 has written its files
+        run.save_state(optimizer, step, best)
+        run.save_model("final", step)
+        if no_dev:
+            run.save_model("best", step)
+    if world > 1:
         shared = [best]
         dist.broadcast_object_list(shared, src=0)
         best = shared[0]
         dist.destroy_process_group()
     return best or {}
+
+
+# ----------------------------------------------------------------------------------------
+# The whole recipe
+# ----------------------------------------------------------------------------------------
+
+# (subfolder, the settings of that phase over the user's). Each phase starts from the
+# previous one's final/; phase 1 from --model. These made the shipped model (docs/dact.md §4).
+RECIPE = (
+    ("phase1", {"phase": 1, "blocks": "all", "freeze_backbone": False, "lr": 5e-5, "head_lr": 1e-3}),
+    ("heads", {"phase": 2, "blocks": "all", "freeze_backbone": True, "batch_size": 256, "head_lr": 1e-3}),
+    ("joint", {"phase": 2, "blocks": "all", "freeze_backbone": False, "lr": 2e-5, "head_lr": 5e-4}),
+)
+RECIPE_SETS = ("phase", "blocks", "freeze_backbone", "epochs", "lr", "head_lr", "cache")  # options each phase sets itself
+
+
+def phase_epochs(text: str) -> list:
+    try:
+        epochs = [float(x) for x in text.split(",")]
+    except ValueError:
+        epochs = []
+    if len(epochs) != len(RECIPE) or not all(0 < e < math.inf for e in epochs):
+        raise TinydactError(f"--phase-epochs takes {len(RECIPE)} positive numbers separated by commas "
+                            f"(phase 1, heads only, joint), got {text!r}")
+    return epochs
+
+
+def recipe(cfg: TrainConfig, device: torch.device, resume: bool = False, quiet: bool = False) -> dict:
+    """Run (or continue) the whole recipe in `cfg.out`: phase1/, heads/, joint/, then the
+    joint phase's final model copied to `cfg.out/final`. Returns the last phase's best dev
+    metrics. With `resume`, each phase with a state.pt continues (a finished one just
+    rewrites its final/) and the others start; the saved recipe.json gives the settings."""
+    out = Path(cfg.out)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise TinydactError("the recipe's heads-only phase trains in one process: under torchrun, run the phases "
+                            "one at a time with --phase (docs/distributed.md)")
+    if resume:
+        if not (out / "recipe.json").is_file():
+            raise TinydactError(f"nothing to resume: {out / 'recipe.json'} does not exist")
+        cfg = TrainConfig(**json.loads((out / "recipe.json").read_text()))
+    epochs = phase_epochs(cfg.phase_epochs)
+    own = [f for f in RECIPE_SETS if f != "phase" and getattr(cfg, f) != getattr(TrainConfig, f)]
+    if own:
+        flags = ", ".join("--" + f.replace("_", "-") for f in own)
+        raise TinydactError(f"the recipe sets {flags} for each phase itself: give --phase 1 or 2 to run one phase "
+                            "with them (--phase-epochs sets the recipe's epochs)")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / "recipe.json", lambda p: p.write_text(json.dumps(asdict(cfg), indent=2) + "\n"))
+    start, best = cfg.model, {}
+    for (name, settings), n_epochs in zip(RECIPE, epochs):
+        phase = TrainConfig(**{**asdict(cfg), **settings, "model": start, "out": str(out / name), "epochs": n_epochs})
+        if phase.freeze_backbone:
+            phase.cache = str(out / name / "cls-cache.pt")
+        again = f"tinydact train --resume --out {out}"
+        best = train(phase, device, resume=(out / name / "state.pt").is_file(), quiet=quiet, again=again)
+        start = str(out / name / "final")
+    tmp = out / ".final.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(start, tmp)
+    shutil.rmtree(out / "final", ignore_errors=True)
+    os.replace(tmp, out / "final")
+    return best
+
+
+def run_training(cfg: TrainConfig, device: torch.device, resume: bool = False, quiet: bool = False) -> dict:
+    """`tinydact train`: the whole recipe when no phase is given (or the run in `cfg.out` is
+    a recipe, to resume), else one phase."""
+    whole = (Path(cfg.out) / "recipe.json").is_file() if resume else cfg.phase is None
+    return (recipe if whole else train)(cfg, device, resume=resume, quiet=quiet)

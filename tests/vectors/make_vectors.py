@@ -115,7 +115,7 @@ def random_case(rng, i):
 
 
 def designed_cases(rng):
-    """(name, note, y counts, h counts, label, tau): the edge cases of DACT.md sections 1-3."""
+    """(name, note, y counts, h counts, label, tau): the edge cases of docs/dact.md §1–3."""
 
     def rows(N, K, style, top=0):
         return [answer_row(rng, K, style, top) for _ in range(N)]

@@ -19,6 +19,7 @@ import time
 import torch
 
 from results_files import default_path  # benchmarks/results_files.py
+from tinydact.api import resolve_device
 from tinydact.data import batch_plan, encode_batch, example_lengths, read_examples
 from tinydact.errors import TinydactError
 from tinydact.home import model_dir, shipped_model
@@ -36,7 +37,9 @@ def main():
     ap.add_argument("--limit", type=int, default=0, help="use only the first N examples (0: all)")
     ap.add_argument("--rule", default="paper")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     args = ap.parse_args()
+    device = resolve_device(args.device)
     torch.set_num_threads(args.threads)
     path = shipped_model() if args.model is None else model_dir(args.model)
     if args.model is None:
@@ -44,23 +47,27 @@ def main():
     data = args.data or default_path("data/glue/SST-2", "run `tinydact download glue SST-2` or pass --data") / "dev.tsv"
 
     model, meta = load_checkpoint(path)
+    model.to(device)
     tok = Tokenizer.from_pretrained(path)
     examples, task, _ = read_examples(data, meta.get("task"), meta["labels"])
     examples = examples[: args.limit or None]
     gold = torch.tensor([e.label for e in examples])
     lengths = example_lengths(examples, tok, 128)
     print(f"{path}: {len(examples)} examples of {data}, {model.num_blocks} blocks, "
-          f"torch {torch.__version__}, {args.threads} threads, CPU")
+          f"torch {torch.__version__}, {args.threads} threads, {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}")
     print(f"{'batch':>5} {'mode':>10} {'accuracy':>9} {'avg blocks':>10} {'median s':>9} {'runs (s)'}")
     for bs in [int(b) for b in args.batch_sizes.split(",")]:
-        encoded = [encode_batch(examples, idx, tok, 128) for idx in batch_plan(lengths, bs)]
+        encoded = [([t.to(device) for t in enc], y, idx) for enc, y, idx in
+                   (encode_batch(examples, idx, tok, 128) for idx in batch_plan(lengths, bs))]
 
         def run(halt):
             pred, blocks = torch.empty_like(gold), torch.empty_like(gold)
             start = time.perf_counter()
             for enc, _, idx in encoded:
                 labels, _, used = model.predict(*enc, halt=halt, rule=args.rule)
-                pred[idx], blocks[idx] = labels, used
+                pred[idx], blocks[idx] = labels.cpu(), used.cpu()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
             return time.perf_counter() - start, pred, blocks
 
         with torch.inference_mode():

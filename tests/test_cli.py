@@ -290,7 +290,7 @@ BROKEN = {
     "bad safetensors bytes": (lambda p: (p / "model.safetensors").write_bytes(b"\x08\0\0\0\0\0\0\0garbage!"), "safetensors"),
     "wrong key": (rename_key, "surprise"),
     "wrong shape": (reshape_key, "shape"),
-    "config value of the wrong type": (lambda p: edit_config(p, hidden_size="wide"), "cannot load"),
+    "config value of the wrong type": (lambda p: edit_config(p, hidden_size="wide"), "'hidden_size' must be a non-negative integer"),
     "no dact section": (lambda p: edit_config(p, dact=None), "not a DACT-BERT"),
 }
 

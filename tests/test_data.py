@@ -52,7 +52,7 @@ def test_plain_sentence_label_file(tmp_path):
 
 
 @pytest.mark.parametrize("text,message", [
-    ("sentence\tlabel\ngood\t1\nno label here\n", r"bad\.tsv:3: expected at least 2 tab-separated columns, found 1"),
+    ("sentence\tlabel\ngood\t1\nno label here\n", r"bad\.tsv:3: expected 2 tab-separated columns \(task sst2\), found 1"),
     ("sentence\tlabel\ngood\t1\n \t0\n", r"bad\.tsv:3: empty text"),
     ("sentence\tlabel\ngood\t7\n", r"bad\.tsv:2: label '7' is not one of \['0', '1'\]"),
     ("", r"bad\.tsv: the file is empty"),

@@ -16,7 +16,8 @@ p_n, a_n and both sides of the halting test). `tinydact classify` prints these r
 
 import torch
 
-from .data import FORMATS
+from .dact import RULES
+from .data import FORMATS, readable
 from .errors import TinydactError
 from .home import model_dir, shipped_model
 from .model import load_checkpoint
@@ -47,8 +48,10 @@ class Classifier:
         """Classify `inputs`: a text, or a list of texts and (text_a, text_b) pairs."""
         items = [inputs] if isinstance(inputs, (str, tuple)) else list(inputs)
         items = [check_input(x, i) for i, x in enumerate(items, start=1)]
-        if batch_size < 1:
-            raise TinydactError(f"batch_size must be >= 1, got {batch_size}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise TinydactError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        if rule not in RULES:
+            raise TinydactError(f"rule must be one of {', '.join(RULES)}, got {rule!r}")
         results = []
         for batch in runs_of_one_kind(items, batch_size):
             results += self._batch(batch, halt, rule, explain)
@@ -61,6 +64,8 @@ class Classifier:
         enc = self.tokenizer(a, b, max_length=self.max_length)
         trace = [] if explain else None
         pred, probs, blocks = self.model.predict(*(t.to(self.device) for t in enc), halt=halt, rule=rule, trace=trace)
+        if not torch.isfinite(probs).all():
+            raise TinydactError("the model's answer is not a finite number (NaN or infinity) for an input of this batch")
         results = []
         for j, (text_a, text_b) in enumerate(batch):
             k = int(pred[j])
@@ -78,8 +83,11 @@ def check_input(x, i: int):
     pair = x if isinstance(x, tuple) else (x, None)
     if len(pair) != 2 or not all(isinstance(t, str) for t in pair if t is not None) or pair[0] is None:
         raise TinydactError(f"text {i} is neither a text nor a (text_a, text_b) pair of texts")
-    if any(t is not None and not t.strip() for t in pair):
-        raise TinydactError(f"text {i} is empty" if pair[1] is None else f"text {i} has an empty sentence")
+    for t in pair:
+        if t is not None and any(0xD800 <= ord(c) <= 0xDFFF for c in t):  # undecodable bytes in argv arrive as these
+            raise TinydactError(f"text {i} is not valid UTF-8 text")
+    if any(t is not None and not readable(t) for t in pair):
+        raise TinydactError(f"text {i} is empty (nothing to read)" if pair[1] is None else f"text {i} has an empty sentence")
     return tuple(None if t is None else t.strip() for t in pair)
 
 
@@ -121,6 +129,7 @@ def load(path=None, device="cpu") -> Classifier:
     try:
         model, meta = load_checkpoint(path)
         tokenizer = Tokenizer.from_pretrained(path)
+        tokenizer.check_fits(model.bert.config.vocab_size, model.bert.config.pad_token_id, str(path))
     except (TypeError, ValueError, KeyError, RuntimeError) as e:  # e.g. a config value of the wrong type
         raise TinydactError(f"{path}: cannot load the checkpoint ({type(e).__name__}: {e})".replace("\n", " ")) from None
     device = resolve_device(device)

@@ -26,6 +26,8 @@ blocks; here (as in docs/dact.md §6) t counts the agreeing blocks themselves: o
 and t = 1 exits after block 1.
 """
 
+import math
+
 import torch
 
 from .errors import TinydactError
@@ -106,6 +108,8 @@ def check_knob(method: str, knob, num_blocks: int):
         if knob is not None:
             raise TinydactError("dact has no exit knob (its trade-off is τ, set at training time): leave out --knob")
         return None
+    if knob is not None and not math.isfinite(knob):
+        raise TinydactError(f"--knob must be a finite number, got {knob}")
     if knob is None:
         raise TinydactError(f"--method {method} needs --knob ({'the entropy threshold S' if method == 'deebert' else f'an integer 1..{num_blocks}'})")
     if method == "deebert":

@@ -62,8 +62,18 @@ class BertConfig:
         pos = d.get("position_embedding_type", "absolute")
         if pos != "absolute":
             raise TinydactError(f"unsupported position_embedding_type {pos!r}: only 'absolute' is implemented")
-        known = {f.name for f in fields(cls)}
-        cfg = cls(**{k: v for k, v in d.items() if k in known})
+        known = {f.name: f.type for f in fields(cls)}
+        for k, kind in known.items():  # a string "384" or a bool would crash deep inside, or run wrong
+            if k not in d:
+                continue
+            v = d[k]
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+            if not ok or (kind is int and v != int(v)):
+                raise TinydactError(f"config field {k!r} must be a non-negative {'number' if kind is float else 'integer'}, got {v!r}")
+        cfg = cls(**{k: (v if known[k] is float else int(v)) for k, v in d.items() if k in known})
+        if min(cfg.vocab_size, cfg.hidden_size, cfg.num_hidden_layers, cfg.num_attention_heads, cfg.intermediate_size,
+               cfg.max_position_embeddings, cfg.type_vocab_size) < 1:
+            raise TinydactError("config sizes (vocab_size, hidden_size, num_hidden_layers, ...) must be at least 1")
         if cfg.hidden_size % cfg.num_attention_heads:
             raise TinydactError(
                 f"hidden_size {cfg.hidden_size} is not divisible by num_attention_heads {cfg.num_attention_heads}"

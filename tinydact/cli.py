@@ -24,6 +24,8 @@ class Group(click.Group):
             return super().invoke(ctx)
         except TinydactError as e:
             raise click.ClickException(str(e)) from None
+        except OSError as e:  # a full disk, a folder without write permission, ...
+            raise click.ClickException(f"{e.strerror or e}: {e.filename}" if e.filename else str(e)) from None
 
 
 DEVICE = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
@@ -38,6 +40,14 @@ MODEL_HELP = "tinydact checkpoint: a directory, or the name of a downloaded mode
 @click.version_option(package_name="tinydact")
 def cli():
     """DACT-BERT: BERT that stops running blocks once its answer can no longer change."""
+
+
+def echo_json(obj) -> None:
+    """One line of strict JSON (NaN and infinity are not JSON: they are an error, never printed)."""
+    try:
+        click.echo(json.dumps(obj, allow_nan=False, ensure_ascii=False))
+    except ValueError:
+        raise TinydactError("a result is not a finite number (NaN or infinity)") from None
 
 
 def given_options() -> set:
@@ -70,9 +80,10 @@ def config_options(f):
 @click.option("--method", type=click.Choice(METHODS), default=None,
               help="train a method's step; sets --phase/--blocks/--freeze-backbone as listed above")
 @click.option("--resume", is_flag=True, help="continue the run in --out (a recipe or one phase), with its saved settings")
+@click.option("--overwrite", is_flag=True, help="delete the run --out holds and start again (without it such a folder is refused)")
 @DEVICE
 @click.option("--quiet", is_flag=True, help="no progress bars or dev lines")
-def train(method, resume, device, quiet, **options):
+def train(method, resume, overwrite, device, quiet, **options):
     """Fine-tune DACT-BERT: the whole recipe, or one phase, or a baseline's classifiers.
 
     \b
@@ -97,8 +108,8 @@ def train(method, resume, device, quiet, **options):
     if method is not None:
         options.update(method_settings(method, options, given))
     cfg = TrainConfig(**options)
-    best = run_training(cfg, resolve_device(device), resume=resume, quiet=quiet)
-    click.echo(json.dumps({"best": best, "out": cfg.out}))
+    best = run_training(cfg, resolve_device(device), resume=resume, quiet=quiet, overwrite=overwrite)
+    echo_json({"best": best, "out": cfg.out})
 
 
 @cli.command("eval")
@@ -129,7 +140,7 @@ def eval_(model_dir, data, task, batch_size, max_length, no_halt, rule, method, 
     r.pop("predictions"), r.pop("blocks")
     r.update(task=task, device=clf.device.type)
     if as_json:
-        return click.echo(json.dumps(r))
+        return echo_json(r)
     how = "full depth" if no_halt else f"halting ({rule} rule)" if method == "dact" else f"{method} exit, knob {r['knob']:g}"
     click.echo(f"{r['examples']} examples, {task}, {how}, {clf.device.type}")
     click.echo(f"accuracy      {r['accuracy']:.4f}" + (f"   Matthews corr. {r['matthews']:.4f}" if "matthews" in r else ""))
@@ -150,7 +161,7 @@ def classify_inputs(texts, pair) -> list:
     if list(texts) == ["-"]:
         if pair is not None:
             raise TinydactError("--pair goes with one TEXT argument; on standard input, a TAB separates the two sentences")
-        return text_lines(sys.stdin.read(), "standard input")
+        return text_lines(sys.stdin.buffer.read(), "standard input")
     if not texts:
         raise TinydactError("no text given: pass TEXT..., or - to read one text per line from standard input")
     if "-" in texts:
@@ -221,7 +232,7 @@ def classify(texts, model_dir, pair, batch_size, no_halt, rule, as_json, explain
             if r.pop("truncated"):
                 click.echo(f"note: text {i + j + 1} was truncated to the model's maximum of {clf.max_length} tokens", err=True)
             if as_json:
-                click.echo(json.dumps(r, ensure_ascii=False))
+                echo_json(r)
                 continue
             shown = r["text"] if "pair" not in r else f"{r['text']}  [SEP]  {r['pair']}"
             click.echo(f"{r['label']:<{width}}  {r['confidence']:.2f}  blocks {r['blocks']}/{r['num_blocks']}  {shown}")

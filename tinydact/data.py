@@ -8,6 +8,7 @@ from the file's folder name (`SST-2/dev.tsv` -> sst2), else from its header, els
 """
 
 import random
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,18 +25,34 @@ class Format:
     label: object
     raw_labels: tuple  # labels as written in the file; index = class id (None: sorted values seen)
     names: tuple  # what users see, same order
+    width: int | None = None  # columns per row without a header (with one: the header's count)
 
 
 FORMATS = {
     "sst2": Format(True, "sentence", None, "label", ("0", "1"), ("negative", "positive")),
-    "cola": Format(False, 3, None, 1, ("0", "1"), ("unacceptable", "acceptable")),
+    "cola": Format(False, 3, None, 1, ("0", "1"), ("unacceptable", "acceptable"), width=4),
     "rte": Format(True, "sentence1", "sentence2", "label", ("entailment", "not_entailment"), ("entailment", "not_entailment")),
     "qnli": Format(True, "question", "sentence", "label", ("entailment", "not_entailment"), ("entailment", "not_entailment")),
     "mrpc": Format(True, "#1 String", "#2 String", "Quality", ("0", "1"), ("not_equivalent", "equivalent")),
     "qqp": Format(True, "question1", "question2", "is_duplicate", ("0", "1"), ("not_duplicate", "duplicate")),
     "mnli": Format(True, "sentence1", "sentence2", "gold_label", ("contradiction", "entailment", "neutral"), ("contradiction", "entailment", "neutral")),
-    "plain": Format(False, 0, None, 1, None, None),
+    "plain": Format(False, 0, None, 1, None, None, width=2),  # text<TAB>label: a TAB inside a text is an error
 }
+
+
+def split_lines(text: str) -> list:
+    """Lines split at \n (a \r before it dropped) only: unlike str.splitlines, a form feed,
+    U+2028 or U+001C inside a line does not cut one text into several."""
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
+
+
+def readable(text: str) -> bool:
+    """Whether a text has something to read: a letter, digit, symbol or punctuation mark, not
+    only spaces, control or zero-width characters (which the tokenizer drops)."""
+    return any(unicodedata.category(c)[0] in "LNSP" for c in text)
 
 
 @dataclass
@@ -63,11 +80,12 @@ def read_examples(path, task: str | None = None, label_names=None):
     file whose labels are a subset of the training labels still maps to the same ids."""
     path = Path(path)
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        data = path.read_bytes()
     except FileNotFoundError:
         raise TinydactError(f"data file not found: {path}") from None
-    except UnicodeDecodeError as e:
-        raise TinydactError(f"{path}: not UTF-8 text ({e})") from None
+    except OSError as e:  # a directory, no permission, ...
+        raise TinydactError(f"cannot read data file {path} ({e.strerror})") from None
+    lines = split_lines(decode(data, str(path)))
     if not lines:
         raise TinydactError(f"{path}: the file is empty")
     task = task or detect_task(path, lines[0])
@@ -96,12 +114,13 @@ def read_examples(path, task: str | None = None, label_names=None):
         if not line.strip():
             continue
         cells = line.split("\t")
-        need = max(c for c in (ia, ib, il) if c is not None) + 1
-        if len(cells) < need:
-            raise TinydactError(f"{path}:{lineno}: expected at least {need} tab-separated columns, found {len(cells)}")
+        width = len(header) if fmt.header else fmt.width
+        if len(cells) != width:
+            raise TinydactError(f"{path}:{lineno}: expected {width} tab-separated columns (task {task}), found {len(cells)}"
+                                + (": a TAB inside the text?" if len(cells) > width else ""))
         a, b, raw = cells[ia].strip(), None if ib is None else cells[ib].strip(), cells[il].strip()
-        if not a or (ib is not None and not b):
-            raise TinydactError(f"{path}:{lineno}: empty text")
+        if not readable(a) or (ib is not None and not readable(b)):
+            raise TinydactError(f"{path}:{lineno}: empty text (nothing to read)")
         rows.append((lineno, a, b, raw))
     if not rows:
         raise TinydactError(f"{path}: no examples")
@@ -112,7 +131,7 @@ def read_examples(path, task: str | None = None, label_names=None):
     for lineno, a, b, raw in rows:
         if raw in raw_labels:
             label = raw_labels.index(raw)
-        elif raw.isdigit() and int(raw) < len(raw_labels):  # e.g. RTE written with 0/1 ids
+        elif fmt.raw_labels and raw.isdigit() and int(raw) < len(raw_labels):  # e.g. RTE written with 0/1 ids
             label = int(raw)
         else:
             raise TinydactError(f"{path}:{lineno}: label {raw!r} is not one of {list(raw_labels)}")
@@ -120,18 +139,27 @@ def read_examples(path, task: str | None = None, label_names=None):
     return examples, task, list(names)
 
 
-def text_lines(text: str, source: str) -> list:
-    """Texts to classify, one per line of `text` (read from `source`, for messages): a line
+def decode(data: bytes, source: str) -> str:
+    """UTF-8 bytes as text, or an error naming the line with the first undecodable byte."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise TinydactError(f"line {line} of {source} is not UTF-8 text (byte {data[e.start]:#04x})") from None
+
+
+def text_lines(data: bytes, source: str) -> list:
+    """Texts to classify, one per line of `data` (read from `source`, for messages): a line
     with a TAB is a pair (text_a, text_b); blank lines are skipped."""
     inputs = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    for lineno, line in enumerate(split_lines(decode(data, source)), start=1):
         if not line.strip():
             continue
         a, tab, b = line.partition("\t")
         if "\t" in b:
             raise TinydactError(f"line {lineno} of {source} has more than one TAB (expected TEXT<TAB>PAIR)")
-        if not a.strip() or (tab and not b.strip()):
-            raise TinydactError(f"line {lineno} of {source} has an empty sentence around its TAB")
+        if not readable(a) or (tab and not readable(b)):
+            raise TinydactError(f"line {lineno} of {source} has " + ("an empty sentence around its TAB" if tab else "nothing to read"))
         inputs.append((a, b) if tab else a)
     if not inputs:
         raise TinydactError(f"no text on {source} (one text per line)")

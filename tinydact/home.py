@@ -6,10 +6,11 @@
         data/<task>/           other datasets, same layout (train.tsv, dev.tsv)
 
 `model_dir(x)` turns what a user passes as `--model` (a directory, or the name of a model
-under `models/`) into a directory, or one clear error. `find(relative)` is the single way
-tutorials and benchmarks look for a model or a dataset: `$TINYDACT_HOME`, then the default
-cache folder; they fall back to what the repository ships (the model in `weights/`, a few
-sentences written into the script) when neither has it, and say in one line which they use.
+under `models/`) into a directory, or one clear error. `locate(relative, fallback)` is the
+single way tutorials and benchmarks look for a model or a dataset (`find`: $TINYDACT_HOME,
+then the default cache folder); they fall back to what the repository ships (the model in
+`weights/`, a few sentences written into the script) when neither has it, and print the
+one line `locate` returns, which says what they use.
 """
 
 import os

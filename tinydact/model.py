@@ -10,6 +10,7 @@ batch its row is removed before the next block.
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import torch
@@ -173,11 +174,15 @@ def atomic_write(path: Path, write) -> None:
     """Write through a temporary file in the same folder, then rename over `path`: a crash
     leaves either the old file or the new one, never half of one."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    write(tmp)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # some writers create 0600 files; give the usual permissions
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # some writers create 0600 files; give the usual permissions
+        os.replace(tmp, path)
+    except BaseException:  # a full disk, an interrupt: leave no temporary file behind
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def save_checkpoint(model: DACTBert, tokenizer, path, labels, task: str, dtype=torch.float32, extra: dict | None = None):
@@ -186,15 +191,36 @@ def save_checkpoint(model: DACTBert, tokenizer, path, labels, task: str, dtype=t
     from safetensors.torch import save_file
 
     path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
     tensors = dict(bert_state_for_hf(model.bert))
     tensors.update({HEAD_PREFIX + k: v for k, v in model.heads.state_dict().items()})
     tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in tensors.items()}
     config = model.bert.config.to_dict()
     config["dact"] = {"num_labels": model.num_labels, "labels": list(labels), "task": task, **(extra or {})}
-    tokenizer.save(path)
-    atomic_write(path / "model.safetensors", lambda p: save_file(tensors, str(p)))
-    atomic_write(path / "config.json", lambda p: p.write_text(json.dumps(config, indent=2) + "\n"))
+
+    def write(folder: Path):
+        folder.mkdir(parents=True)
+        tokenizer.save(folder)
+        save_file(tensors, str(folder / "model.safetensors"))
+        (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+
+    replace_folder(path, write)
+
+
+def replace_folder(path: Path, write) -> None:
+    """Write a folder beside `path`, then swap it in with two renames: a crash while writing
+    leaves the old folder whole (and no temporary one)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp, old = (path.with_name(f".{path.name}.{kind}{os.getpid()}") for kind in ("tmp", "old"))
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        write(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if path.exists():
+        os.replace(path, old)
+    os.replace(tmp, path)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def read_dact_config(path) -> dict:
@@ -210,12 +236,18 @@ def load_checkpoint(path, attention: str = "sdpa"):
     meta = config.get("dact", {})
     if not meta:
         raise TinydactError(f"{path} is a plain BERT checkpoint, not a DACT-BERT one (no 'dact' section in config.json)")
-    labels = meta.get("labels")
-    if not isinstance(labels, list) or len(labels) != meta.get("num_labels") or len(labels) < 2:
-        raise TinydactError(f"{path / 'config.json'}: the 'dact' section needs num_labels >= 2 and as many label names")
+    labels = meta.get("labels") if isinstance(meta, dict) else None
+    if (not isinstance(labels, list) or len(labels) != meta.get("num_labels") or len(labels) < 2
+            or not all(isinstance(x, str) and x for x in labels) or len(set(labels)) != len(labels)):
+        raise TinydactError(f"{path / 'config.json'}: the 'dact' section needs num_labels >= 2 and as many distinct label names")
+    if not isinstance(meta.get("task"), (str, type(None))):
+        raise TinydactError(f"{path / 'config.json'}: the 'dact' section's task must be a string")
     model = DACTBert(Bert(BertConfig.from_dict(config), attention), len(labels))
     tensors = read_checkpoint(path)
     source = str(path / "model.safetensors")
+    broken = next((k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+    if broken is not None:
+        raise TinydactError(f"{source}: tensor {broken!r} holds values that are not finite numbers (a diverged training?)")
     heads = {k[len(HEAD_PREFIX) :]: v for k, v in tensors.items() if k.startswith(HEAD_PREFIX)}
     load_bert_weights(model.bert, {k: v for k, v in tensors.items() if not k.startswith(HEAD_PREFIX)}, source)
     copy_exactly(model.heads, heads, source, shown=lambda name: HEAD_PREFIX + name)

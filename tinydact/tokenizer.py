@@ -81,14 +81,30 @@ class Tokenizer:
                 raise TinydactError(f"tokenizer config is not valid JSON: {config_file} ({e})") from None
         if missing := [t for t in SPECIALS if t not in vocab]:
             raise TinydactError(f"{vocab_file} lacks the special token {missing[0]}")
+        if not isinstance(config, dict):
+            raise TinydactError(f"tokenizer config does not hold a JSON object: {config_file}")
+        limit = config.get("model_max_length")
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, float)) or not limit >= 2):
+            raise TinydactError(f"{config_file}: model_max_length must be a number >= 2, got {limit!r}")
+        for key in ("do_lower_case", "tokenize_chinese_chars"):
+            if not isinstance(config.get(key, True), bool):
+                raise TinydactError(f"{config_file}: {key} must be true or false, got {config[key]!r}")
         return cls(
             vocab,
             lowercase=config.get("do_lower_case", True),
             strip_accents=config.get("strip_accents"),
             chinese_chars=config.get("tokenize_chinese_chars", True),
             # HF writes a huge sentinel here when a model sets no limit; BERT's positions end at 512
-            max_length=min(512, config.get("model_max_length") or 512),
+            max_length=int(min(512, config.get("model_max_length") or 512)),
         )
+
+    def check_fits(self, vocab_size: int, pad_token_id: int, source: str) -> None:
+        """A vocabulary must match the embedding it indexes: one line more or less in vocab.txt
+        shifts every id after it and changes the answers without a word."""
+        if self.vocab_size != vocab_size:
+            raise TinydactError(f"{source}: vocab.txt has {self.vocab_size} tokens, the model's embedding {vocab_size}")
+        if self.vocab.index("[PAD]") != pad_token_id:
+            raise TinydactError(f"{source}: [PAD] is token {self.vocab.index('[PAD]')} in vocab.txt, the config says {pad_token_id}")
 
     def save(self, path) -> None:
         """Write `vocab.txt` and `tokenizer_config.json` (also readable by `transformers`)."""

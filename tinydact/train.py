@@ -28,7 +28,9 @@ import math
 import os
 import shutil
 import signal
-from dataclasses import asdict, dataclass, field
+import threading
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -43,7 +45,7 @@ from .dact import HALT_BIAS, RULES, dact_loss
 from .data import batch_plan, encode_batch, example_lengths, read_examples
 from .errors import TinydactError
 from .evaluate import block_accuracies, evaluate, evaluate_states
-from .model import atomic_write, load_checkpoint, new_from_bert, read_dact_config, save_checkpoint
+from .model import atomic_write, load_checkpoint, new_from_bert, read_dact_config, replace_folder, save_checkpoint
 from .tokenizer import Tokenizer
 
 
@@ -228,9 +230,11 @@ def cached_states(model, train_ex, dev_ex, tokenizer, cfg: TrainConfig, device):
 
     files = [model_dir(cfg.model) / "model.safetensors", cfg.train] + ([cfg.dev] if cfg.dev else [])
     key = json.dumps({"files": [file_digest(f) for f in files], "max_length": cfg.max_length})
-    if cfg.cache and Path(cfg.cache).is_file():
-        saved = torch.load(cfg.cache, weights_only=True)
-        if saved.get("key") == key:
+    if cfg.cache and Path(cfg.cache).exists():
+        saved = load_file(Path(cfg.cache), "a tinydact cache of [CLS] states") if Path(cfg.cache).is_file() else None
+        if not isinstance(saved, dict) or not {"key", "train", "dev"} <= set(saved):
+            raise TinydactError(f"--cache {cfg.cache} is not a tinydact cache of [CLS] states; delete it or pass another file")
+        if saved["key"] == key:
             return saved["train"], saved["dev"]
     train_cls = cls_cache(model, train_ex, tokenizer, cfg.max_length, device, "caching train [CLS] states")
     dev_cls = cls_cache(model, dev_ex, tokenizer, cfg.max_length, device, "caching dev [CLS] states") if dev_ex else None
@@ -311,11 +315,23 @@ def global_means(values: dict, weight: float, world: int) -> dict:
 # ----------------------------------------------------------------------------------------
 
 
-def check_config(cfg: TrainConfig) -> None:
-    if cfg.phase not in (1, 2) or cfg.blocks not in BLOCKS:
-        raise TinydactError(f"--phase must be 1 or 2 and --blocks one of {', '.join(repr(k) for k in BLOCKS)}")
-    if cfg.tau < 0 or cfg.tau_end < 0:
-        raise TinydactError(f"--tau and --tau-end must be >= 0 (got {cfg.tau:g} and {cfg.tau_end:g})")
+def check_config(cfg: TrainConfig, one_phase: bool = True) -> None:
+    """Every option against its range and choices (the field's metadata), before any work:
+    the same rules for the command line, the library and a resumed run's saved settings."""
+    for f in fields(cfg):
+        v, m, flag = getattr(cfg, f.name), f.metadata, "--" + f.name.replace("_", "-")
+        if v is None or isinstance(v, bool):
+            continue
+        if isinstance(v, float) and not math.isfinite(v):
+            raise TinydactError(f"{flag} must be a finite number, got {v}")
+        if "choices" in m and v not in m["choices"]:
+            raise TinydactError(f"{flag} must be one of {', '.join(map(str, m['choices']))}, got {v!r}")
+        low_ok = "min" not in m or (v > m["min"] if m.get("min_open") else v >= m["min"])
+        if not low_ok or ("max" in m and v > m["max"]):
+            bound = f"{'>' if m.get('min_open') else '>='} {m['min']}" + (f" and <= {m['max']}" if "max" in m else "")
+            raise TinydactError(f"{flag} must be {bound}, got {v}")
+    if one_phase and cfg.phase is None:
+        raise TinydactError("one phase needs --phase 1 or 2 (without --phase: the whole recipe)")
 
 
 def load_data_and_model(cfg: TrainConfig, device):
@@ -328,7 +344,79 @@ def load_data_and_model(cfg: TrainConfig, device):
     model = load_checkpoint(cfg.model)[0] if meta else new_from_bert(cfg.model, len(labels), cfg.halt_bias)
     if cfg.freeze_backbone:
         model.bert.requires_grad_(False)
-    return train_ex, dev_ex, task, labels, Tokenizer.from_pretrained(cfg.model), model.to(device)
+    tokenizer = Tokenizer.from_pretrained(cfg.model)
+    tokenizer.check_fits(model.bert.config.vocab_size, model.bert.config.pad_token_id, str(cfg.model))
+    return train_ex, dev_ex, task, labels, tokenizer, model.to(device)
+
+
+RUN_FILES = ("state.pt", "best", "final", "log.jsonl")  # what a run leaves in its folder
+
+
+_deferring = []  # non-empty while a block of `uninterrupted` runs
+
+
+@contextmanager
+def uninterrupted(reraise: bool = True):
+    """Ctrl-C and SIGTERM wait until the block is done, so a save is finished, not cut; the
+    interrupt then arrives (with `reraise`) as soon as the block ends."""
+    if threading.current_thread() is not threading.main_thread() or _deferring:
+        yield  # signal handlers belong to the main thread; an outer block already defers them
+        return
+    caught = []
+    old = {sig: signal.signal(sig, lambda signum, frame: caught.append(signum)) for sig in (signal.SIGINT, signal.SIGTERM)}
+    _deferring.append(True)
+    try:
+        yield
+    finally:
+        _deferring.pop()
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+        if caught and reraise:
+            raise KeyboardInterrupt if caught[0] == signal.SIGINT else Interrupted()
+
+
+def claim_folder(out: Path, resume: bool, overwrite: bool, held=RUN_FILES) -> Path:
+    """Take the run folder `out` for this process: a lock file that a second writer finds at
+    once, and a refusal to write over a run (`held` files) unless resuming or `overwrite`.
+    Leftover temporary files of an interrupted save are removed. Returns the lock's path."""
+    if out.exists() and not out.is_dir():
+        raise TinydactError(f"--out {out} is a file, not a folder")
+    lock = out / ".lock"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        pid = lock.read_text().strip() or "?"
+        alive = pid.isdigit() and _alive(int(pid))
+        if alive:
+            raise TinydactError(f"another training (process {pid}) is writing to {out}; wait for it, or stop it first") from None
+        lock.unlink(missing_ok=True)  # its process is gone: a stale lock
+        return claim_folder(out, resume, overwrite, held)
+    except OSError as e:
+        raise TinydactError(f"cannot write to {out} ({e.strerror})") from None
+    os.write(fd, str(os.getpid()).encode())
+    os.close(fd)
+    found = [name for name in held if (out / name).exists()]
+    if found and not resume:
+        if not overwrite:
+            lock.unlink()
+            raise TinydactError(f"{out} already holds a run ({', '.join(found)}): continue it with --resume, "
+                                "or start again with --overwrite (which deletes it)")
+        for name in found:
+            shutil.rmtree(out / name) if (out / name).is_dir() else (out / name).unlink()
+    for leftover in [*out.glob(".*.tmp*"), *out.glob(".*.old*")]:
+        shutil.rmtree(leftover, ignore_errors=True) if leftover.is_dir() else leftover.unlink(missing_ok=True)
+    return lock
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class RunFolder:
@@ -338,16 +426,18 @@ class RunFolder:
     def __init__(self, out: Path, cfg: TrainConfig, model, tokenizer, labels, task: str):
         self.out, self.cfg, self.model, self.tokenizer, self.labels, self.task = out, cfg, model, tokenizer, labels, task
 
-    def save_state(self, optimizer, step: int, best) -> None:
+    def save_state(self, optimizer, step: int, best, reraise: bool = True) -> None:
         snapshot = {"model": self.model.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "best": best,
                     "config": asdict(self.cfg), "rng": torch.get_rng_state()}
-        atomic_write(self.out / "state.pt", lambda p: torch.save(snapshot, p))
+        with uninterrupted(reraise):
+            atomic_write(self.out / "state.pt", lambda p: torch.save(snapshot, p))
 
     def save_model(self, name: str, step: int) -> None:
         cfg = self.cfg
         trained = {"phase": cfg.phase, "tau": cfg.tau, "step": step, "blocks": cfg.blocks, **({"tau_end": cfg.tau_end} if cfg.tau_end else {})}
-        save_checkpoint(self.model, self.tokenizer, self.out / name, self.labels, self.task, getattr(torch, cfg.save_dtype),
-                        extra={"trained": trained})
+        with uninterrupted():
+            save_checkpoint(self.model, self.tokenizer, self.out / name, self.labels, self.task, getattr(torch, cfg.save_dtype),
+                            extra={"trained": trained})
 
     def log(self, record: dict) -> None:
         with open(self.out / "log.jsonl", "a") as f:
@@ -355,10 +445,30 @@ class RunFolder:
 
 
 def saved_state(out: Path):
-    """The state.pt of the run in `out`, to resume it."""
-    if not (out / "state.pt").is_file():
-        raise TinydactError(f"nothing to resume: {out / 'state.pt'} does not exist")
-    return torch.load(out / "state.pt", map_location="cpu", weights_only=True)
+    """The state.pt of the run in `out`, to resume it, or a clear error."""
+    path = out / "state.pt"
+    if not path.is_file():
+        raise TinydactError(f"nothing to resume: {path} does not exist")
+    state = load_file(path, "the resume state of a tinydact run")
+    if not isinstance(state, dict) or not {"model", "optimizer", "step", "best", "config", "rng"} <= set(state):
+        raise TinydactError(f"{path} is not the resume state of a tinydact run")
+    return state
+
+
+def saved_config(d, path: Path) -> TrainConfig:
+    """The settings a run saved (in state.pt or recipe.json), or a clear error."""
+    try:
+        return TrainConfig(**d)
+    except TypeError:
+        raise TinydactError(f"{path}: the saved settings do not fit this version of tinydact") from None
+
+
+def load_file(path: Path, what: str):
+    """torch.load(weights_only=True) of a file that should hold `what`, or a one-line error."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # empty, truncated, garbage, a pickle with code: torch's messages run over lines
+        raise TinydactError(f"cannot read {path} as {what} ({type(e).__name__}); delete or replace it") from None
 
 
 def restore(saved: dict, model, optimizer, rank: int):
@@ -392,17 +502,28 @@ def is_better(cfg: TrainConfig, m: dict, best: dict | None) -> bool:
     return best is None or (dev_score(cfg.blocks, m), -m["avg_blocks"]) > (dev_score(cfg.blocks, best), -best["avg_blocks"])
 
 
-def train(cfg: TrainConfig, device: torch.device, resume: bool = False, quiet: bool = False, again: str | None = None) -> dict:
-    """Run (or, with `resume`, continue) one phase in `cfg.out`. Returns the best dev metrics.
-    `again`: the command that continues the run, shown when it is interrupted."""
+def train(cfg: TrainConfig, device: torch.device, resume: bool = False, quiet: bool = False, again: str | None = None,
+          overwrite: bool = False) -> dict:
+    """Run (or, with `resume`, continue) one phase in `cfg.out`; a folder that holds a run is
+    refused unless `overwrite`. Returns the best dev metrics. `again`: the command that
+    continues the run, shown when it is interrupted."""
     out = Path(cfg.out)
     saved = saved_state(out) if resume else None
-    cfg = TrainConfig(**saved["config"]) if saved else cfg  # a resumed run keeps its own settings
+    cfg = saved_config(saved["config"], out / "state.pt") if saved else cfg  # a resumed run keeps its own settings
     check_config(cfg)
     rank, world, device = distributed_setup(device)
     if world > 1 and cfg.freeze_backbone:
         raise TinydactError("--freeze-backbone trains in one process (an epoch on cached states takes seconds): start it without torchrun")
-    out.mkdir(parents=True, exist_ok=True)
+    lock = claim_folder(out, resume, overwrite) if rank == 0 else None
+    try:
+        return run_phase(cfg, out, saved, rank, world, device, quiet, again)
+    finally:
+        if lock is not None:
+            lock.unlink(missing_ok=True)
+
+
+def run_phase(cfg: TrainConfig, out: Path, saved, rank: int, world: int, device, quiet: bool, again: str | None) -> dict:
+    """The training loop of one phase, in a folder this process holds (see `train`)."""
     torch.manual_seed(cfg.seed + rank)  # ranks draw different dropout masks; DDP gives all rank 0's initial weights
 
     # data, model, batches, the run folder; the optimizer and where the run stands
@@ -438,7 +559,11 @@ def train(cfg: TrainConfig, device: torch.device, resume: bool = False, quiet: b
 
                 # running means of the batch figures, on the progress bar
                 stats = {k: v for k, v in (("loss", loss), ("acc", accuracy), ("ponder", ponder)) if v is not None}
-                show_progress(bar, running, global_means(stats, weight, world), best)
+                means = global_means(stats, weight, world)
+                if not math.isfinite(means["loss"]):  # stop before anything of this step is saved
+                    raise TinydactError(f"the training loss is not a finite number at step {step}/{total} of {out}: training diverged "
+                                        "(try a lower --lr or --head-lr); nothing from this step on is saved")
+                show_progress(bar, running, means, best)
 
                 # dev evaluation on rank 0: log it, keep the best model
                 if dev_ex is not None and (step % eval_every == 0 or step == total):
@@ -447,8 +572,9 @@ def train(cfg: TrainConfig, device: torch.device, resume: bool = False, quiet: b
                         run.log({"step": step, "epoch": step / batches.steps_per_epoch, "tau": tau_at(cfg, step - 1, total),
                                  **{f"train_{k}": v for k, v in running.items()}, "dev": m})
                         if is_better(cfg, m, best):
-                            best = {**m, "step": step}
-                            run.save_model("best", step)
+                            with uninterrupted():  # best/ is written before the state may name it
+                                run.save_model("best", step)
+                                best = {**m, "step": step}
                         if not quiet:
                             tqdm.write(f"{out.name} step {step}: dev accuracy {m['accuracy']:.4f}, avg blocks {m['avg_blocks']:.2f}")
                     if world > 1:
@@ -459,7 +585,7 @@ def train(cfg: TrainConfig, device: torch.device, resume: bool = False, quiet: b
                     run.save_state(optimizer, step, best)
     except (KeyboardInterrupt, Interrupted):
         if rank == 0:
-            run.save_state(optimizer, step, best)
+            run.save_state(optimizer, step, best, reraise=False)
         again = again or ("torchrun [its options] -m tinydact" if world > 1 else "tinydact") + f" train --resume --out {out}"
         raise TinydactError(f"interrupted at step {step}/{total} of {out}; state saved, continue with: {again}")
     finally:
@@ -509,7 +635,7 @@ def phase_epochs(text: str) -> list:
     return epochs
 
 
-def recipe(cfg: TrainConfig, device: torch.device, resume: bool = False, quiet: bool = False) -> dict:
+def recipe(cfg: TrainConfig, device: torch.device, resume: bool = False, quiet: bool = False, overwrite: bool = False) -> dict:
     """Run (or continue) the whole recipe in `cfg.out`: phase1/, heads/, joint/, then the
     joint phase's final model copied to `cfg.out/final`. Returns the last phase's best dev
     metrics. With `resume`, each phase with a state.pt continues (a finished one just
@@ -519,35 +645,39 @@ def recipe(cfg: TrainConfig, device: torch.device, resume: bool = False, quiet: 
         raise TinydactError("the recipe's heads-only phase trains in one process: under torchrun, run the phases "
                             "one at a time with --phase (docs/distributed.md)")
     if resume:
-        if not (out / "recipe.json").is_file():
-            raise TinydactError(f"nothing to resume: {out / 'recipe.json'} does not exist")
-        cfg = TrainConfig(**json.loads((out / "recipe.json").read_text()))
+        try:
+            cfg = saved_config(json.loads((out / "recipe.json").read_text()), out / "recipe.json")
+        except (OSError, ValueError):
+            raise TinydactError(f"nothing to resume: {out / 'recipe.json'} is missing or unreadable") from None
+    check_config(cfg, one_phase=False)
     epochs = phase_epochs(cfg.phase_epochs)
     own = [f for f in RECIPE_SETS if f != "phase" and getattr(cfg, f) != getattr(TrainConfig, f)]
     if own:
         flags = ", ".join("--" + f.replace("_", "-") for f in own)
         raise TinydactError(f"the recipe sets {flags} for each phase itself: give --phase 1 or 2 to run one phase "
                             "with them (--phase-epochs sets the recipe's epochs)")
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write(out / "recipe.json", lambda p: p.write_text(json.dumps(asdict(cfg), indent=2) + "\n"))
-    start, best = cfg.model, {}
-    for (name, settings), n_epochs in zip(RECIPE, epochs):
-        phase = TrainConfig(**{**asdict(cfg), **settings, "model": start, "out": str(out / name), "epochs": n_epochs})
-        if phase.freeze_backbone:
-            phase.cache = str(out / name / "cls-cache.pt")
-        again = f"tinydact train --resume --out {out}"
-        best = train(phase, device, resume=(out / name / "state.pt").is_file(), quiet=quiet, again=again)
-        start = str(out / name / "final")
-    tmp = out / ".final.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(start, tmp)
-    shutil.rmtree(out / "final", ignore_errors=True)
-    os.replace(tmp, out / "final")
-    return best
+    lock = claim_folder(out, resume, overwrite, held=("recipe.json", "final", *(name for name, _ in RECIPE)))
+    try:
+        atomic_write(out / "recipe.json", lambda p: p.write_text(json.dumps(asdict(cfg), indent=2) + "\n"))
+        start, best = cfg.model, {}
+        for (name, settings), n_epochs in zip(RECIPE, epochs):
+            phase = TrainConfig(**{**asdict(cfg), **settings, "model": start, "out": str(out / name), "epochs": n_epochs})
+            if phase.freeze_backbone:
+                phase.cache = str(out / name / "cls-cache.pt")
+            again = f"tinydact train --resume --out {out}"
+            started = (out / name / "state.pt").is_file()  # a phase that never saved a state starts (again)
+            best = train(phase, device, resume=started, quiet=quiet, again=again, overwrite=not started)
+            start = str(out / name / "final")
+        replace_folder(out / "final", lambda tmp: shutil.copytree(start, tmp))
+        return best
+    finally:
+        lock.unlink(missing_ok=True)
 
 
-def run_training(cfg: TrainConfig, device: torch.device, resume: bool = False, quiet: bool = False) -> dict:
+def run_training(cfg: TrainConfig, device: torch.device, resume: bool = False, quiet: bool = False, overwrite: bool = False) -> dict:
     """`tinydact train`: the whole recipe when no phase is given (or the run in `cfg.out` is
     a recipe, to resume), else one phase."""
+    if resume and overwrite:
+        raise TinydactError("--resume continues a run, --overwrite deletes it: give one of them")
     whole = (Path(cfg.out) / "recipe.json").is_file() if resume else cfg.phase is None
-    return (recipe if whole else train)(cfg, device, resume=resume, quiet=quiet)
+    return (recipe if whole else train)(cfg, device, resume=resume, quiet=quiet, overwrite=overwrite)

@@ -32,53 +32,43 @@
 # size, `nh` attention heads, `hs = H / nh` the size of one head, `I` the MLP's inner width,
 # `N` blocks. Shapes are printed as we go.
 #
-# **The model.** We use the real `all-MiniLM-L6-v2` (a BERT with N = 6, H = 384, nh = 12),
-# found at `../shared/models/all-MiniLM-L6-v2` beside the repository. Without it, the
-# tutorial uses the DACT-BERT checkpoint shipped in `weights/` (its backbone), and without
-# that, a small random BERT built here: every check still holds, only the picture is
-# meaningless. To get the real model:
-#
-#     tinydact download sentence-transformers/all-MiniLM-L6-v2 --to ../shared/models/all-MiniLM-L6-v2
-#
-# or download the folder from the Hugging Face hub
-# (https://huggingface.co/sentence-transformers/all-MiniLM-L6-v2: `config.json`,
-# `model.safetensors`, `vocab.txt`, `tokenizer_config.json`). To use another BERT
-# directory, set the environment variable `TINYDACT_MODEL=DIR` (`TINYDACT_MODEL=random`
-# forces the random one).
+# **The model.** We use the real `all-MiniLM-L6-v2` (a BERT with N = 6, H = 384, nh = 12).
+# Like every tutorial, this one finds models and data with `tinydact.home.locate`, which
+# looks for `models/all-MiniLM-L6-v2` in the folder named by the environment variable
+# `TINYDACT_HOME`, then in `~/.cache/tinydact`, and prints one line saying what it found.
+# `tinydact download sentence-transformers/all-MiniLM-L6-v2` puts the model there (in
+# `$TINYDACT_HOME/models/`, or `~/.cache/tinydact/models/` when the variable is not set).
+# Without it, the tutorial uses the backbone of the DACT-BERT shipped with the repository
+# in `weights/` (also a MiniLM, fine-tuned), and without that, a small random BERT built
+# here: every check still holds, only the attention picture is meaningless.
 
 # %%
 import math
-import os
 from pathlib import Path
 
 import torch
 
-from tinydact.bert import Bert, BertConfig, bert_state_for_hf
+import tinydact
+from tinydact.bert import Bert, BertConfig, bert_state_for_hf, key_mask
+from tinydact.errors import TinydactError
+from tinydact.home import locate, shipped_model
 from tinydact.model import load_checkpoint, read_dact_config
 from tinydact.tokenizer import Tokenizer
 
 torch.set_grad_enabled(False)  # no training here: nothing needs a gradient
 
-# This file's folder; in a notebook (no __file__) the folder Jupyter started the kernel in.
-HERE = Path(__file__).resolve().parent if "__file__" in globals() else Path.cwd()
-ROOT = HERE.parent  # the repository
+# The repository is the folder that holds the tinydact package: found from the package, not
+# from the working directory, so a notebook started anywhere behaves like the script.
+ROOT = Path(tinydact.__file__).resolve().parent.parent
+PICTURES = ROOT / "tutorials"  # pictures are written next to the tutorials
 
-
-def find_model():
-    """The BERT directory to use, or None for a random BERT."""
-    choice = os.environ.get("TINYDACT_MODEL")
-    if choice:
-        return None if choice == "random" else Path(choice)
-    weights = ROOT / "weights"
-    candidates = [ROOT.parent / "shared" / "models" / "all-MiniLM-L6-v2", weights, *sorted(weights.glob("*/"))]
-    for d in candidates:
-        if (d / "model.safetensors").is_file() and (d / "config.json").is_file():
-            return d
-    return None
-
-
-MODEL_DIR = find_model()
-print("model:", MODEL_DIR or "a small random BERT (no checkpoint found)")
+try:
+    SHIPPED = shipped_model()  # weights/, a DACT-BERT checkpoint: its backbone is a BERT
+except TinydactError:
+    SHIPPED = None
+MODEL_DIR, line = locate("models/all-MiniLM-L6-v2", SHIPPED,
+                         f"the backbone of the DACT-BERT in {SHIPPED}" if SHIPPED else "a small random BERT built here")
+print(line)
 
 # %% [markdown]
 # ## The model and its tokenizer
@@ -196,16 +186,12 @@ library_map = attn.attention_map(x0[None])  # (1, nh, T, T): every head at once
 print("max difference to the library's map of head 0:", (A - library_map[0, 0]).abs().max().item())
 
 # %% [markdown]
-# Row i of A is where token i looks. Drawn as a picture (saved as `attention_map.png` in
-# the folder the script runs in, when matplotlib is installed):
+# Row i of A is where token i looks. Drawn as a picture (saved as
+# `tutorials/attention_map.png`, when matplotlib is installed):
 
 # %%
 try:
-    import matplotlib
-
-    if "__file__" in globals():  # run as a script: draw into files, no window (a notebook keeps its own backend)
-        matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # without a display, matplotlib draws into files only
 except ImportError:
     plt = None
     print("matplotlib is not installed: no picture")
@@ -220,8 +206,8 @@ if plt is not None:
     ax.set_title("block 1, head 0: attention A[i, j]")
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
-    fig.savefig("attention_map.png", dpi=100)
-    print("saved", Path("attention_map.png").resolve())
+    fig.savefig(PICTURES / "attention_map.png", dpi=100)
+    print("saved", PICTURES / "attention_map.png")
 
 # %% [markdown]
 # ## 3. All heads at once
@@ -281,14 +267,55 @@ def block(x, b):
 
 x1 = block(x0, model.blocks[0])
 print("MLP inner width", tuple(linear(x0, model.blocks[0].mlp.fc).shape), "-> block output", tuple(x1.shape))
-print("max difference to the library's block:", (x1 - model.blocks[0](x0[None])[0]).abs().max().item())
+keys = key_mask(mask)  # the library's blocks take a key mask (next cell); None here: nothing is padded
+print("key mask of our one sentence:", keys)
+print("max difference to the library's block:", (x1 - model.blocks[0](x0[None], keys)[0]).abs().max().item())
+
+# %% [markdown]
+# ### Padding: the key mask
+#
+# A batch pads its sentences to the longest one, and the tokenizer's `attention_mask`
+# `(B, T)` holds 1 for a real token and 0 for padding. Attention must not read padding, so
+# the library's `Block.forward(x, mask)` takes a **key mask**: `key_mask(attention_mask)`
+# turns the `(B, T)` mask into a boolean `(B, 1, 1, T)`, True where a key is a real token,
+# which broadcasts over the heads and the queries (section 3: those scores become −∞
+# before the softmax). `Bert.forward` computes it once and hands the same one to every
+# block. When nothing is padded it is `None` and attention skips the masking altogether.
+#
+# A short sentence padded beside our long one must come out exactly as it does alone, on
+# its real tokens (the padding positions get values too, which nothing should read).
+# Without the key mask its tokens attend to padding, and the result changes:
+
+# %%
+SHORT = "the acting was great."  # every word is in the random fallback's vocabulary too
+batch = tok([SENTENCE, SHORT])  # (2, T), the short one padded
+alone = tok([SHORT])  # (1, t), no padding
+t = alone.input_ids.shape[1]
+batch_keys = key_mask(batch.attention_mask)
+print("attention mask", tuple(batch.attention_mask.shape), "-> key mask", tuple(batch_keys.shape), batch_keys.dtype)
+
+
+def run_blocks(x, keys):
+    for b in model.blocks:
+        x = b(x, keys)  # (B, T, H)
+    return x
+
+
+x_alone = run_blocks(model.embed(alone.input_ids, alone.token_type_ids), None)[0]  # (t, H)
+x_batch = model.embed(batch.input_ids, batch.token_type_ids)  # (2, T, H)
+padding_error = (run_blocks(x_batch, batch_keys)[1, :t] - x_alone).abs().max().item()
+unmasked_error = (run_blocks(x_batch, None)[1, :t] - x_alone).abs().max().item()
+print(f"short sentence, padded in a batch vs alone: max difference {padding_error:.2e} with the key mask, "
+      f"{unmasked_error:.2e} without")  # fmt: skip
+assert padding_error < 1e-5 < unmasked_error, "the key mask should make padding invisible, and only the key mask"
 
 # %% [markdown]
 # ## 5. The whole encoder
 #
 # Embeddings, then the N blocks in order. The result is one H-vector per token: the last
 # hidden state. (BERT also has a *pooler*, `tanh(W h_[CLS] + b)`; DACT-BERT does not use
-# it.) DACT will read the `[CLS]` row, position 0, after every block.
+# it.) DACT-BERT reads the `[CLS]` row, position 0, after every block: tutorial 3 draws
+# where its DACT modules sit, and `docs/dact.md#4-dact-bert` describes them.
 
 # %%
 def encoder(ids, types):
@@ -355,3 +382,4 @@ else:
 for name, err in errors.items():
     print(f"max |by hand - {name}| = {err:.2e}")
 assert max(errors.values()) < TOL, f"the by-hand encoder differs by more than {TOL}"
+print("all checks passed")

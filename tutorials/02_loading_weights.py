@@ -12,7 +12,10 @@
 # ---
 
 # %% [markdown]
-# # Tutorial 2: loading pretrained weights
+# # Tutorial 2: loading pretrained weights (optional)
+#
+# *This one is about loading details. Nothing later depends on it: skip to tutorial 3 for
+# DACT itself, and come back when a checkpoint refuses to load.*
 #
 # A pretrained BERT is a file of named tensors. Loading it means reading the file, mapping
 # each name to one of our parameters, copying, and, the part that is easy to skip,
@@ -26,17 +29,15 @@
 # them all to ours, triggers each loading error on purpose, and ends by loading a copy
 # rewritten in another layout: the largest difference to the original must be exactly 0.
 #
-# **The model.** As in tutorial 1: the real `all-MiniLM-L6-v2` at
-# `../shared/models/all-MiniLM-L6-v2` beside the repository, else the DACT-BERT checkpoint
-# in `weights/`, else a small random BERT written to a temporary folder by this script. To
-# get the real model: `tinydact download sentence-transformers/all-MiniLM-L6-v2 --to DIR`,
-# or download `config.json`, `model.safetensors` and `vocab.txt` from
-# https://huggingface.co/sentence-transformers/all-MiniLM-L6-v2. `TINYDACT_MODEL=DIR`
-# picks another BERT directory, `TINYDACT_MODEL=random` the random one.
+# **The model.** As in tutorial 1, `tinydact.home.locate` looks for
+# `models/all-MiniLM-L6-v2` in `$TINYDACT_HOME`, then in `~/.cache/tinydact` (where
+# `tinydact download sentence-transformers/all-MiniLM-L6-v2` writes it), and prints one
+# line saying what it found. Without it, the tutorial opens the DACT-BERT checkpoint shipped
+# in `weights/`, and without that, a small random BERT that this script writes to a
+# temporary folder.
 
 # %%
 import json
-import os
 import struct
 import tempfile
 from collections import Counter
@@ -47,32 +48,22 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from tinydact.bert import (IGNORED_KEYS, IGNORED_PREFIXES, LAYERNORM_RENAMES, PREFIX, Bert, BertConfig,
-                           bert_state_for_hf, canonical_name, hf_names, load_bert_weights)  # fmt: skip
+                           bert_state_for_hf, canonical_name, hf_names, load_bert_weights, read_config)  # fmt: skip
 from tinydact.errors import TinydactError
+from tinydact.home import locate, shipped_model
 from tinydact.model import HEAD_PREFIX
 
 torch.set_grad_enabled(False)
 
-# This file's folder; in a notebook (no __file__) the folder Jupyter started the kernel in.
-HERE = Path(__file__).resolve().parent if "__file__" in globals() else Path.cwd()
-ROOT = HERE.parent  # the repository
 WORK = tempfile.TemporaryDirectory(prefix="tinydact-tutorial-")  # scratch files; deleted at exit
 
-
-def find_model():
-    """The BERT directory to use, or None for a random BERT."""
-    choice = os.environ.get("TINYDACT_MODEL")
-    if choice:
-        return None if choice == "random" else Path(choice)
-    weights = ROOT / "weights"
-    candidates = [ROOT.parent / "shared" / "models" / "all-MiniLM-L6-v2", weights, *sorted(weights.glob("*/"))]
-    for d in candidates:
-        if (d / "model.safetensors").is_file() and (d / "config.json").is_file():
-            return d
-    return None
-
-
-MODEL_DIR = find_model()
+try:
+    SHIPPED = shipped_model()  # weights/: a DACT-BERT checkpoint (a BERT plus its DACT modules)
+except TinydactError:
+    SHIPPED = None
+MODEL_DIR, line = locate("models/all-MiniLM-L6-v2", SHIPPED,
+                         f"the DACT-BERT checkpoint in {SHIPPED}" if SHIPPED else "a small random BERT saved here")
+print(line)
 if MODEL_DIR is None:  # a stand-in: a random BERT saved the way Hugging Face saves a BertModel
     MODEL_DIR = Path(WORK.name) / "random-bert"
     MODEL_DIR.mkdir()
@@ -81,10 +72,8 @@ if MODEL_DIR is None:  # a stand-in: a random BERT saved the way Hugging Face sa
     torch.manual_seed(0)
     save_file(bert_state_for_hf(Bert(small)), str(MODEL_DIR / "model.safetensors"), metadata={"format": "pt"})
     (MODEL_DIR / "config.json").write_text(json.dumps(small.to_dict()))
-    print("model: a small random BERT (no checkpoint found), saved to", MODEL_DIR)
-else:
-    print("model:", MODEL_DIR)
-cfg = BertConfig.from_json(MODEL_DIR / "config.json")
+    print("the random BERT is saved in", MODEL_DIR)
+cfg = BertConfig.from_dict(read_config(MODEL_DIR))  # config.json, the keys our encoder uses
 print(f"N = {cfg.num_hidden_layers} blocks, H = {cfg.hidden_size}")
 
 # %% [markdown]
@@ -285,3 +274,4 @@ ids = torch.randint(0, cfg.vocab_size, (2, 16), generator=torch.Generator().manu
 output_diff = (model(ids) - copy(ids)).abs().max().item()
 print(f"max |original - Google-layout copy|: parameters {param_diff}, outputs {output_diff}")
 assert param_diff == 0 and output_diff == 0, "loading a renamed copy changed the weights"
+print("all checks passed")

@@ -18,26 +18,72 @@
 # per example, how many steps to run, while staying smooth enough to train with plain
 # gradient descent. This tutorial works through its arithmetic on a toy with N = 4 steps
 # and K = 3 classes whose numbers are picked by hand. No network, no BERT: just NumPy and
-# the spec, `../shared/design/DACT.md`.
+# the method document, `docs/dact.md`, whose sections each part below points to.
 #
 # After step n (for DACT-BERT: after Transformer block n) a small head emits two things:
 #
 # - `y_n`, a probability vector over the K classes: the step's own answer;
 # - `h_n` in (0, 1), a *halting value*: how much the later steps should still count.
 #
-# We will (1) run the recursion that mixes them, (2) see the mixture weights it implies,
-# (3) add the ponder cost to the loss, (4) derive the test that stops inference early
-# without changing the prediction, with both halting rules, (5) plot it, and (6) check the
-# hand-written gradient of `tinydact/reference.py` against finite differences. The last
-# cell prints the gradient's largest error and fails if it is above 1e-8.
+# In DACT-BERT (`docs/dact.md#4-dact-bert`) the steps are the blocks of tutorial 1, and the
+# head after block n, its *DACT module*, reads the block's `[CLS]` state:
+#
+#     tokens
+#       |
+#       v
+#     +------------+
+#     | embeddings |
+#     +------------+
+#       |
+#       v
+#     +---------+ [CLS] +---------------+ y_1, h_1 +-------------------------------+
+#     | block 1 |------>| DACT module 1 |--------->| p_1 = h_1 · p_0      (p_0 = 1) |
+#     +---------+       +---------------+          | a_1 = p_0·y_1 + (1−p_0)·a_0   |
+#       |                                          +-------------------------------+
+#       |                                                 |
+#       |                                                 v    d = N − 1 blocks left
+#       |                                          exit test: a_1[c*]·(1−p_1)^d > a_1[c'] + p_1·d ?
+#       |                                             yes: stop, answer argmax a_1
+#       |  the rows that go on                        no:  go on with p_1, a_1
+#       v                                                 |
+#     +---------+ [CLS] +---------------+ y_2, h_2 +-------------------------------+
+#     | block 2 |------>| DACT module 2 |--------->| p_2 = h_2 · p_1               |
+#     +---------+       +---------------+          | a_2 = p_1·y_2 + (1−p_1)·a_1   |
+#       |                                          +-------------------------------+
+#       |                                                 |
+#       |                                                 v    d = N − 2
+#       |                                          exit test on (a_2, p_2) -> stop, or go on
+#       :                                                 :
+#       v                                                 v
+#     +---------+ [CLS] +---------------+ y_N, h_N +-------------------------------+
+#     | block N |------>| DACT module N |--------->| p_N, a_N                      |
+#     +---------+       +---------------+          +-------------------------------+
+#                                                         |
+#                                                         v    d = 0
+#                                                  always stop: answer argmax a_N
+#
+# During training nothing stops: every example runs all N blocks and the exit tests are
+# skipped. Here we do the arithmetic of the right-hand column by hand. We will (1) run the
+# recursion that mixes the answers, (2) see the mixture weights it implies, (3) add the
+# ponder cost to the loss, (4) derive the test that stops inference early without
+# changing the prediction, with both halting rules, (5) draw it, including the two bounds
+# of the test closing in step by step, and (6) check the hand-written gradient of
+# `tinydact/reference.py` against finite differences. The last cell prints the gradient's
+# largest error and fails if it is above 1e-8.
 
 # %%
 import os
+from pathlib import Path
 
 import numpy as np
 import torch
 
+import tinydact
 from tinydact import dact, reference
+
+# The repository is the folder that holds the tinydact package (not the working directory):
+# pictures are written next to the tutorials, from a script or a notebook alike.
+PICTURES = Path(tinydact.__file__).resolve().parent.parent / "tutorials"
 
 FAST = os.environ.get("TINYDACT_FAST") == "1"  # set by the tests: fewer random trials
 np.set_printoptions(precision=4, suppress=True)
@@ -64,7 +110,7 @@ print(f"N = {N} steps, K = {K} classes; each y_n sums to 1: {np.allclose(y.sum(1
 # %% [markdown]
 # ## 1. The recursion
 #
-# Two running quantities start at `p_0 = 1` and `a_0 = 0` (the zero vector):
+# (`docs/dact.md#1-the-recursion`) Two running quantities start at `p_0 = 1` and `a_0 = 0` (the zero vector):
 #
 #     p_n = h_n · p_{n−1}                              so p_n = h_1 · h_2 ⋯ h_n
 #     a_n = p_{n−1} · y_n + (1 − p_{n−1}) · a_{n−1}
@@ -105,7 +151,8 @@ print("h_1 = 0:          a_N =", reference.forward(y, np.r_[0.0, h[1:]])[0][-1],
 # %% [markdown]
 # ## 2. The mixture weights
 #
-# Unrolling the recursion, `a_N` is a weighted average of the steps' answers,
+# Unrolling the recursion (`docs/dact.md#1-the-recursion`, "The answer is a learned convex
+# mixture"), `a_N` is a weighted average of the steps' answers,
 #
 #     a_N = Σ_n w_n · y_n,     w_n = p_{n−1} · (1 − p_n)(1 − p_{n+1}) ⋯ (1 − p_{N−1})
 #
@@ -123,7 +170,8 @@ w_lib = dact.mixture_weights(torch.from_numpy(h)).numpy()  # the batched PyTorch
 print("max difference to dact.mixture_weights:", np.abs(w - w_lib).max())
 
 # %% [markdown]
-# The weights explain a choice in `dact.py`: the halting bias starts at 3.0, so that
+# The weights explain a choice in `dact.py` (`docs/dact.md#4-dact-bert`): the halting bias
+# starts at 3.0, so that
 # `h ≈ sigmoid(3) ≈ 0.95` for every block of a fresh model. With `h = 0.5` and BERT-base's
 # N = 12 blocks, the top blocks would get almost no weight, throwing away the pretrained
 # depth; with 0.95 the model starts close to a last-layer classifier.
@@ -138,8 +186,8 @@ for h0 in (0.5, 1 / (1 + np.exp(-dact.HALT_BIAS))):
 #
 #     L = −log a_N[label] + τ · Σ_{n=1..N} p_n
 #
-# The task term is the negative log-likelihood of the *mixture* (not a sum of per-step
-# losses). The ponder cost `Σ p_n` is a smooth stand-in for "how many steps were used":
+# (`docs/dact.md#2-the-training-loss`) The task term is the negative log-likelihood of the
+# *mixture* (not a sum of per-step losses). The ponder cost `Σ p_n` is a smooth stand-in for "how many steps were used":
 # each p_n is the weight later steps may still get, so small p early means little left to
 # compute. τ trades accuracy for computation (the authors' default is 1e-3). During
 # training all N steps always run and nothing halts: every h_n gets a gradient.
@@ -156,7 +204,8 @@ print("difference to dact.dact_loss:", abs(L - L_lib))
 # %% [markdown]
 # ## 4. Halting at inference, exactly
 #
-# At inference we want to stop after step n if the remaining `d = N − n` steps can no
+# (`docs/dact.md#3-halting-exactly-at-inference`, where the proofs are written out.) At
+# inference we want to stop after step n if the remaining `d = N − n` steps can no
 # longer change the top class. Let `c*` be the top class of `a_n` and `c'` the runner-up.
 # Each later step i + 1 (i ≥ n) moves the answer by `a_{i+1} = p_i y_{i+1} + (1 − p_i) a_i`,
 # with `p_i ≤ p_n` and every entry of `y_{i+1}` in [0, 1]. Whatever the later heads say:
@@ -175,7 +224,9 @@ print("difference to dact.dact_loss:", abs(L - L_lib))
 #     paper rule:  a_n[c*] · (1 − p_n)^d  >  a_n[c'] + p_n · d
 #     tight rule:  a_n[c*] · (1 − p_n)^d  >  1 − (1 − a_n[c'])(1 − p_n)^d
 #
-# Step by step on the toy:
+# `dact.halting_bounds(a_n, p_n, d, rule)` is the one place the library computes both sides
+# of the test, `(lower, upper, passes)`, for a batch; `can_halt` reads its verdict. Step by
+# step on the toy, by hand and against the library:
 
 # %%
 def stop_step(rule):
@@ -192,6 +243,9 @@ for n in range(1, N + 1):
     tight = 1 - (1 - a_second) * (1 - p_n) ** d
     stop_paper, stop_tight = d == 0 or floor > paper, d == 0 or floor > tight
     assert (stop_paper, stop_tight) == tuple(reference.can_halt(a_n, p_n, d, r) for r in ("paper", "tight"))
+    for rule, ceiling in (("paper", paper), ("tight", tight)):  # the library's bounds, on a batch of one
+        lower, upper, _ = dact.halting_bounds(torch.from_numpy(a_n[None]), torch.tensor([p_n]), d, rule)
+        assert abs(lower.item() - floor) < 1e-12 and abs(upper.item() - ceiling) < 1e-12, (n, rule)
     print(f" {n}  {d}  {a_top:.4f} {a_second:.4f} {floor:.4f} | {paper:.4f}        {stop_paper!s:5} |"
           f" {tight:.4f}        {stop_tight}")  # fmt: skip
 halt_paper, halt_tight = stop_step("paper"), stop_step("tight")
@@ -244,22 +298,18 @@ for rule in agree:
 assert agree["paper"] == agree["tight"] == trials
 
 # %% [markdown]
-# ## 5. The picture
+# ## 5. The pictures
 #
-# `p_n` (with `p_0 = 1`) and the three entries of `a_n` over the steps, with the steps
-# where each rule stops. Saved as `dact_toy.png` in the folder the script runs in, when
-# matplotlib is installed.
+# First the toy: `p_n` (with `p_0 = 1`) and the three entries of `a_n` over the steps, with
+# the steps where each rule stops. Saved as `tutorials/dact_toy.png`, when matplotlib is
+# installed.
 
 # %%
 try:
-    import matplotlib
-
-    if "__file__" in globals():  # run as a script: draw into files, no window (a notebook keeps its own backend)
-        matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # without a display, matplotlib draws into files only
 except ImportError:
     plt = None
-    print("matplotlib is not installed: no picture")
+    print("matplotlib is not installed: no pictures")
 
 if plt is not None:
     steps_axis = np.arange(N + 1)
@@ -275,8 +325,75 @@ if plt is not None:
     right.set(xlabel="step n", title="accumulated answer $a_n$", xticks=steps_axis, ylim=(0, 1.05))
     right.legend()
     fig.tight_layout()
-    fig.savefig("dact_toy.png", dpi=100)
-    print("saved dact_toy.png")
+    fig.savefig(PICTURES / "dact_toy.png", dpi=100)
+    print("saved", PICTURES / "dact_toy.png")
+
+# %% [markdown]
+# ### The two bounds closing in
+#
+# The test compares two numbers after every step: the **floor** of the top class,
+# `a_n[c*] · (1 − p_n)^d`, and the **ceiling** of every other class, `a_n[c'] + p_n · d`
+# (paper) or `1 − (1 − a_n[c'])(1 − p_n)^d` (tight). Early on, p is large and many steps
+# remain, so the floor is near 0 and the ceilings near (or above) 1: anything could still
+# happen. As p shrinks and d counts down, the floor rises towards `a_n[c*]` and the ceilings
+# fall towards `a_n[c']`; the first step where the floor is above the ceiling is where the
+# example stops.
+#
+# A longer trajectory shows it better than the 4-step toy: N = 12 steps whose answers
+# grow more confident in class 0 over the first six steps, with halting values that fall
+# from 0.9; from step 7 on, the steps vote for class 1, too late to change anything. All
+# the bounds come from `dact.halting_bounds`.
+
+# %%
+y12 = np.array([[0.40, 0.35, 0.25], [0.55, 0.30, 0.15], [0.60, 0.30, 0.10], [0.70, 0.20, 0.10],
+                [0.75, 0.15, 0.10], [0.80, 0.15, 0.05]] + [[0.30, 0.60, 0.10]] * 6)  # fmt: skip
+h12 = np.array([0.9, 0.8, 0.7, 0.6, 0.45, 0.4] + [0.5] * 6)
+N12 = len(y12)
+a12, p12 = (torch.from_numpy(t) for t in reference.forward(y12, h12))  # (12, 3), (12,)
+bounds = {}  # rule -> (lower, upper, passes), each an array over the steps n = 1..12
+for rule in ("paper", "tight"):
+    per_step = [dact.halting_bounds(a12[n - 1 : n], p12[n - 1 : n], N12 - n, rule) for n in range(1, N12 + 1)]
+    bounds[rule] = [np.array([float(b[i]) for b in per_step]) for i in range(3)]
+lower = bounds["paper"][0]  # the floor is the same for both rules
+stops = {rule: int(np.argmax(bounds[rule][2])) + 1 for rule in bounds}  # the first step whose test passes
+print(" n   p_n     floor   paper ceiling  tight ceiling")
+for n in range(1, N12 + 1):
+    print(f"{n:2}  {p12[n - 1]:.4f}  {lower[n - 1]:.4f}  {bounds['paper'][1][n - 1]:13.4f}  "
+          f"{bounds['tight'][1][n - 1]:13.4f}")  # fmt: skip
+top_class = {rule: int(a12[n - 1].argmax()) for rule, n in stops.items()}  # the prediction at each exit
+print(f"the floor first passes the tight ceiling after step {stops['tight']}, the paper ceiling after step "
+      f"{stops['paper']}; top class there {top_class['tight']} and {top_class['paper']}, "
+      f"after all 12 steps {int(a12[-1].argmax())}")  # fmt: skip
+assert stops == {rule: reference.halting_step(y12, h12, rule) for rule in stops}
+assert top_class["tight"] == top_class["paper"] == int(a12[-1].argmax())
+
+# %% [markdown]
+# Drawn (`tutorials/halting_bounds.png`): the two ceilings come down, the floor goes up, and
+# the dots mark where the floor first rises above each ceiling, i.e. where each rule stops.
+# The tight ceiling is never above the paper one, so the tight rule never stops later. The
+# paper ceiling starts far above 1 (`p_n · d` can be as large as d) and enters the picture
+# only after a few steps.
+
+# %%
+if plt is not None:
+    steps12 = np.arange(1, N12 + 1)
+    fig, ax = plt.subplots(figsize=(7, 5))
+    ax.plot(steps12, a12.max(1).values, color="gray", alpha=0.4, label="$a_n[c^*]$, $a_n[c']$")
+    ax.plot(steps12, a12.topk(2, 1).values[:, 1], color="gray", alpha=0.4)
+    ax.plot(steps12, lower, "o-", color="C2", label="floor $a_n[c^*](1-p_n)^d$")
+    ax.plot(steps12, bounds["paper"][1], "s--", color="C3", label="paper ceiling $a_n[c'] + p_n d$")
+    ax.plot(steps12, bounds["tight"][1], "^:", color="C1", label="tight ceiling $1-(1-a_n[c'])(1-p_n)^d$")
+    for rule, color in (("paper", "C3"), ("tight", "C1")):
+        n = stops[rule]
+        ax.scatter([n], [lower[n - 1]], s=160, facecolors="none", edgecolors=color, linewidths=2, zorder=3)
+        ax.annotate(f"{rule} rule stops\nafter step {n}", (n, lower[n - 1]), textcoords="offset points",
+                    xytext=(14, -40) if rule == "paper" else (-100, -34), color=color)  # fmt: skip
+    ax.set(xlabel="step n  (d = 12 − n steps left)", ylabel="probability", xticks=steps12, ylim=(0, 1.05),
+           title="the halting test: floor against ceilings")  # fmt: skip
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2)
+    fig.tight_layout()
+    fig.savefig(PICTURES / "halting_bounds.png", dpi=100)
+    print("saved", PICTURES / "halting_bounds.png")
 
 # %% [markdown]
 # ## 6. The gradient, by hand, checked by finite differences
@@ -333,3 +450,4 @@ for _ in range(3 if FAST else 20):
 max_error = max(errors)
 print(f"max |reference.backward − finite differences| = {max_error:.2e} over {len(errors)} examples")
 assert max_error < 1e-8, "the hand-written gradient disagrees with finite differences"
+print("all checks passed")

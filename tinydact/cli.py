@@ -50,12 +50,6 @@ def echo_json(obj) -> None:
         raise TinydactError("a result is not a finite number (NaN or infinity)") from None
 
 
-def given_options() -> set:
-    """Names of the options the user typed on this command line."""
-    ctx = click.get_current_context()
-    return {name for name in ctx.params if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE}
-
-
 def config_options(f):
     """One click option per TrainConfig field, with the field's default, help and range."""
     from .train import TrainConfig
@@ -104,7 +98,8 @@ def train(method, resume, overwrite, device, quiet, **options):
         raise TinydactError("--out is required")
     if not resume and (options["model"] is None or options["train"] is None):
         raise TinydactError("--model and --train are required (or --resume --out DIR)")
-    given = given_options()
+    ctx = click.get_current_context()
+    given = {name for name in ctx.params if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE}
     if method is not None:
         options.update(method_settings(method, options, given))
     cfg = TrainConfig(**options)
@@ -142,12 +137,13 @@ def eval_(model_dir, data, task, batch_size, max_length, no_halt, rule, method, 
     if as_json:
         return echo_json(r)
     how = "full depth" if no_halt else f"halting ({rule} rule)" if method == "dact" else f"{method} exit, knob {r['knob']:g}"
-    click.echo(f"{r['examples']} examples, {task}, {how}, {clf.device.type}")
-    click.echo(f"accuracy      {r['accuracy']:.4f}" + (f"   Matthews corr. {r['matthews']:.4f}" if "matthews" in r else ""))
-    click.echo(f"blocks        {r['avg_blocks']:.2f} of {r['num_blocks']} on average")
-    click.echo("histogram     " + "  ".join(f"{n + 1}:{c}" for n, c in enumerate(r["histogram"])))
-    click.echo(f"FLOPs         {r['gflops_per_example']:.3f} G per example ({r['flops_ratio']:.2f} of full depth)")
-    click.echo(f"wall-clock    {r['seconds']:.2f} s at batch size {batch_size}")
+    matthews = f"   Matthews corr. {r['matthews']:.4f}" if "matthews" in r else ""
+    click.echo(f"{r['examples']} examples, {task}, {how}, {clf.device.type}\n"
+               f"accuracy      {r['accuracy']:.4f}{matthews}\n"
+               f"blocks        {r['avg_blocks']:.2f} of {r['num_blocks']} on average\n"
+               f"histogram     {'  '.join(f'{n + 1}:{c}' for n, c in enumerate(r['histogram']))}\n"
+               f"FLOPs         {r['gflops_per_example']:.3f} G per example ({r['flops_ratio']:.2f} of full depth)\n"
+               f"wall-clock    {r['seconds']:.2f} s at batch size {batch_size}")
 
 
 # ----------------------------------------------------------------------------------------

@@ -16,13 +16,16 @@ python -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; pri
 echo "== 1. device tests"
 python -m pytest -q -rs tests/test_devices.py tests/test_early_exit_exact.py
 
-echo "== 2. the recipe on SST-2, bf16 autocast, 200 steps a phase"
+echo "== 2. the recipe on SST-2, bfloat16 autocast, 200 steps a phase"
 start=$(date +%s)
 tinydact train --model all-MiniLM-L6-v2 --train "$G/train.tsv" --dev "$G/dev.tsv" --out "$OUT/sst2" --tau 0.16 \
-    --max-length 64 --max-steps 200 --eval-every 200 --device cuda --quiet
+    --max-length 64 --max-steps 200 --eval-every 200 --device cuda --dtype bfloat16 --quiet
 echo "recipe: $(( $(date +%s) - start )) s"
 tinydact eval --model "$OUT/sst2/final" --data "$G/dev.tsv" --max-length 64 --device cuda
 tinydact eval --model "$OUT/sst2/final" --data "$G/dev.tsv" --max-length 64 --device cuda --no-halt
+for dtype in bfloat16 float16; do
+    tinydact eval --model weights --data "$G/dev.tsv" --max-length 64 --device cuda --dtype $dtype
+done
 
 echo "== 3. halting speed on the GPU"
 python benchmarks/halting_speed.py --device cuda --repeats 5 --data "$G/dev.tsv"

@@ -20,15 +20,15 @@ from .dact import RULES
 from .data import FORMATS, readable
 from .errors import TinydactError
 from .home import model_dir, shipped_model
-from .model import load_checkpoint
+from .model import backbone_dtype, load_checkpoint
 from .tokenizer import Tokenizer
 
 
 class Classifier:
     """A loaded DACT-BERT with its tokenizer and labels; call it on texts."""
 
-    def __init__(self, model, tokenizer: Tokenizer, labels: list, task: str | None, device: torch.device):
-        self.model, self.tokenizer, self.labels, self.task, self.device = model, tokenizer, labels, task, device
+    def __init__(self, model, tokenizer: Tokenizer, labels: list, task: str | None, device: torch.device, dtype: str = "float32"):
+        self.model, self.tokenizer, self.labels, self.task, self.device, self.dtype = model, tokenizer, labels, task, device, dtype
         self.num_blocks = model.num_blocks
         self.max_length = min(tokenizer.max_length, model.bert.config.max_position_embeddings)
         # True / False for a task of known format (pairs or single sentences), None otherwise
@@ -119,9 +119,12 @@ def resolve_device(name) -> torch.device:
     return device
 
 
-def load(path=None, device="cpu") -> Classifier:
+def load(path=None, device="cpu", dtype="float32") -> Classifier:
     """A `Classifier` for the DACT-BERT checkpoint at `path` (a directory or a downloaded
-    model's name; None: the model shipped in weights/), on `device` ("cpu", "cuda", "auto")."""
+    model's name; None: the model shipped in weights/), on `device` ("cpu", "cuda", "auto").
+    `dtype` is the backbone's: "float32", "bfloat16" (or "float16" on CUDA); the DACT modules,
+    the recursion and the halting test stay in float32, so the exit is as exact as in float32
+    relative to the model that is run."""
     path = shipped_model() if path is None else model_dir(path)
     missing = [f for f in ("config.json", "model.safetensors", "vocab.txt") if not (path / f).is_file()]
     if missing:
@@ -133,4 +136,5 @@ def load(path=None, device="cpu") -> Classifier:
     except (TypeError, ValueError, KeyError, RuntimeError) as e:  # e.g. a config value of the wrong type
         raise TinydactError(f"{path}: cannot load the checkpoint ({type(e).__name__}: {e})".replace("\n", " ")) from None
     device = resolve_device(device)
-    return Classifier(model.to(device), tokenizer, meta["labels"], meta.get("task"), device)
+    model.bert.to(device, backbone_dtype(dtype, device))
+    return Classifier(model.to(device), tokenizer, meta["labels"], meta.get("task"), device, dtype)

@@ -34,6 +34,8 @@ RULE = click.option("--rule", type=click.Choice(RULES), default="paper", show_de
                     help="halting rule: the paper's bound, or the tight one (also exact, never later)")
 NO_HALT = click.option("--no-halt", is_flag=True, help="run every block (full depth): same predictions, by construction")
 MODEL_HELP = "tinydact checkpoint: a directory, or the name of a downloaded model"
+DTYPE = click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default="float32", show_default=True,
+                     help="the backbone's compute dtype (bfloat16: fast on CPUs with AVX512-BF16/AMX and GPUs; float16: CUDA only)")
 
 
 @click.group(cls=Group)
@@ -122,23 +124,24 @@ def train(method, resume, overwrite, device, quiet, **options):
                    "answer's entropy < S), pabee t (exit when t blocks in a row agree)")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 @DEVICE
-def eval_(model_dir, data, task, batch_size, max_length, no_halt, rule, method, knob, as_json, device):
+@DTYPE
+def eval_(model_dir, data, task, batch_size, max_length, no_halt, rule, method, knob, as_json, device, dtype):
     """Accuracy, blocks executed, estimated FLOPs and wall-clock on a labelled file."""
     from .api import load
     from .data import read_examples
     from .evaluate import evaluate
 
-    clf = load(model_dir, device)
+    clf = load(model_dir, device, dtype)
     examples, task, _ = read_examples(data, task or clf.task, clf.labels)
     r = evaluate(clf.model, examples, clf.tokenizer, batch_size, max_length, halt=not no_halt, rule=rule,
                  device=clf.device, method=method, knob=knob)
     r.pop("predictions"), r.pop("blocks")
-    r.update(task=task, device=clf.device.type)
+    r.update(task=task, device=clf.device.type, dtype=dtype)
     if as_json:
         return echo_json(r)
     how = "full depth" if no_halt else f"halting ({rule} rule)" if method == "dact" else f"{method} exit, knob {r['knob']:g}"
     matthews = f"   Matthews corr. {r['matthews']:.4f}" if "matthews" in r else ""
-    click.echo(f"{r['examples']} examples, {task}, {how}, {clf.device.type}\n"
+    click.echo(f"{r['examples']} examples, {task}, {how}, {clf.device.type}, {dtype}\n"
                f"accuracy      {r['accuracy']:.4f}{matthews}\n"
                f"blocks        {r['avg_blocks']:.2f} of {r['num_blocks']} on average\n"
                f"histogram     {'  '.join(f'{n + 1}:{c}' for n, c in enumerate(r['histogram']))}\n"
@@ -208,7 +211,8 @@ def explain_table(steps, rule: str, halt: bool) -> list:
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per line")
 @click.option("--explain", is_flag=True, help="show y_n, h_n, p_n, a_n and the halting test after every block run")
 @DEVICE
-def classify(texts, model_dir, pair, batch_size, no_halt, rule, as_json, explain, device):
+@DTYPE
+def classify(texts, model_dir, pair, batch_size, no_halt, rule, as_json, explain, device, dtype):
     """Label each TEXT, stopping early where the answer can no longer change.
 
     TEXT `-` reads one text per line from standard input (a TAB between the two sentences
@@ -216,7 +220,7 @@ def classify(texts, model_dir, pair, batch_size, no_halt, rule, as_json, explain
     from .api import load
 
     inputs = classify_inputs(texts, pair)
-    clf = load(model_dir, device)
+    clf = load(model_dir, device, dtype)
     warning = clf.input_warning(inputs)
     if warning:
         click.echo(f"warning: {warning}", err=True)

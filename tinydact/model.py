@@ -57,7 +57,7 @@ class DACTBert(nn.Module):
         n = 1..N; the model's answer a_N is a[:, -1]. Used directly when the backbone is
         frozen and its states are cached."""
         ys, hs = zip(*(head(cls[:, n]) for n, head in enumerate(self.heads)))  # N × ((B, K), (B,))
-        y, h = torch.stack(ys, 1), torch.stack(hs, 1)  # (B, N, K), (B, N)
+        y, h = torch.stack(ys, 1).float(), torch.stack(hs, 1).float()  # (B, N, K), (B, N); float32 under autocast too
         a, p = dact_forward(y, h)  # (B, N, K), (B, N)
         return a, p, y, h
 
@@ -120,7 +120,8 @@ def run_with_early_exit(bert: Bert, input_ids, attention_mask, token_type_ids, s
     out, blocks = None, torch.full((B,), N, device=input_ids.device)
     for n, block in enumerate(bert.blocks, start=1):
         x = block(x, keys)  # (b, T, H), b = live rows
-        state, probs, done = step(n, x[:, 0], state)
+        # the steps (DACT modules, recursion, halting test) run in float32 whatever the backbone's dtype
+        state, probs, done = step(n, x[:, 0].float(), state)
         if n == N:
             done = torch.ones_like(done)
         if not done.any():
@@ -252,6 +253,19 @@ def load_checkpoint(path, attention: str = "sdpa"):
     load_bert_weights(model.bert, {k: v for k, v in tensors.items() if not k.startswith(HEAD_PREFIX)}, source)
     copy_exactly(model.heads, heads, source, shown=lambda name: HEAD_PREFIX + name)
     return model.eval(), meta
+
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def backbone_dtype(name: str, device: torch.device) -> torch.dtype:
+    """The dtype the backbone computes in at inference: float32, bfloat16 (fast where the CPU
+    has AVX512-BF16 or AMX, and on GPUs), or float16 (CUDA only)."""
+    if name not in DTYPES:
+        raise TinydactError(f"unknown dtype {name!r}: expected one of {', '.join(DTYPES)}")
+    if name == "float16" and device.type != "cuda":
+        raise TinydactError("float16 runs on CUDA only; on a CPU use bfloat16 (or float32)")
+    return DTYPES[name]
 
 
 def new_from_bert(path, num_labels: int, halt_bias: float = HALT_BIAS, attention: str = "sdpa") -> DACTBert:

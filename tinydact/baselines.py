@@ -179,5 +179,5 @@ def predict_exit(model, input_ids, attention_mask=None, token_type_ids=None, met
     if method == "dact":
         return model.predict(input_ids, attention_mask, token_type_ids)
     step, state = exit_rule(model, method, knob, input_ids.size(0), input_ids.device)
-    probs, blocks = run_with_early_exit(model.bert, input_ids, attention_mask, token_type_ids, step, state)
+    probs, blocks = run_with_early_exit(model.bert, input_ids, attention_mask, token_type_ids, step, state, model.read)
     return probs.argmax(-1), probs, blocks

@@ -46,6 +46,10 @@ A_MIN = 1e-8
 
 RULES = ("paper", "tight")
 
+# What each DACT module reads after its block (our choices): the [CLS] state (the default),
+# the same through a LayerNorm of the module's own, or the mean of the block's token states.
+HEAD_INPUTS = ("cls", "cls-norm", "mean")
+
 
 def _at_least_float32(t: torch.Tensor) -> torch.Tensor:
     """float16/bfloat16 -> float32, other dtypes unchanged. 1e-8 is below float16's smallest
@@ -191,16 +195,21 @@ def can_halt(a_n: torch.Tensor, p_n: torch.Tensor, remaining: int, rule: str = "
 
 
 class DACTHead(nn.Module):
-    """Reads x_n, the [CLS] state after block n (B, H), and emits (y_n (B, K), h_n (B,)):
+    """Reads x_n, block n's state (B, H): its [CLS] state, or the mean of its token states
+    (`HEAD_INPUTS`), and emits (y_n (B, K), h_n (B,)):
 
         z   = ReLU(W1 · dropout(x_n) + b1)     (B, H)   `dense`
         y_n = softmax(W_y · z + b_y)           (B, K)   `answer`
         h_n = sigmoid(w_h · z + b_h)           (B,)     `halt`, b_h = halt_bias
 
+    With `norm` (our option, "cls-norm"), x_n first goes through a LayerNorm of its own.
     Weights keep PyTorch's default init; only the halting bias is set (see HALT_BIAS)."""
 
-    def __init__(self, hidden_size: int, num_labels: int, hidden_dropout: float = 0.1, halt_bias: float = HALT_BIAS):
+    def __init__(self, hidden_size: int, num_labels: int, hidden_dropout: float = 0.1, halt_bias: float = HALT_BIAS,
+                 norm: bool = False):
         super().__init__()
+        if norm:
+            self.norm = nn.LayerNorm(hidden_size)  # (B, H): the [CLS] states of a block differ little between sentences
         self.dropout = nn.Dropout(hidden_dropout)
         self.dense = nn.Linear(hidden_size, hidden_size)
         self.answer = nn.Linear(hidden_size, num_labels)
@@ -208,6 +217,8 @@ class DACTHead(nn.Module):
         nn.init.constant_(self.halt.bias, halt_bias)  # h_n ≈ sigmoid(halt_bias) at the start
 
     def _z(self, x: torch.Tensor) -> torch.Tensor:
+        if hasattr(self, "norm"):
+            x = self.norm(x)
         # z = ReLU(W1 · x_n + b1), with BERT's hidden dropout on x_n
         return torch.relu(self.dense(self.dropout(x)))  # (B, H)
 

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .bert import Bert, BertConfig, bert_state_for_hf, copy_exactly, key_mask, load_bert_weights, read_checkpoint, read_config
-from .dact import HALT_BIAS, DACTHead, can_halt, dact_forward, dact_update, halting_bounds
+from .dact import HALT_BIAS, HEAD_INPUTS, DACTHead, can_halt, dact_forward, dact_update, halting_bounds
 from .errors import TinydactError
 from .home import model_dir
 
@@ -25,14 +25,18 @@ HEAD_PREFIX = "dact_heads."  # checkpoint keys of the DACT modules; the backbone
 
 
 class DACTBert(nn.Module):
-    """BERT (`bert`) plus one `DACTHead` per block (`heads`), for K = `num_labels` classes."""
+    """BERT (`bert`) plus one `DACTHead` per block (`heads`), for K = `num_labels` classes;
+    `head_input` (one of `HEAD_INPUTS`) is what the modules read after each block."""
 
-    def __init__(self, bert: Bert, num_labels: int, halt_bias: float = HALT_BIAS):
+    def __init__(self, bert: Bert, num_labels: int, halt_bias: float = HALT_BIAS, head_input: str = "cls"):
         super().__init__()
+        if head_input not in HEAD_INPUTS:
+            raise TinydactError(f"unknown head input {head_input!r}, expected one of {', '.join(HEAD_INPUTS)}")
         cfg = bert.config
-        self.bert = bert
+        self.bert, self.head_input = bert, head_input
         self.heads = nn.ModuleList(
-            DACTHead(cfg.hidden_size, num_labels, cfg.hidden_dropout_prob, halt_bias) for _ in range(cfg.num_hidden_layers)
+            DACTHead(cfg.hidden_size, num_labels, cfg.hidden_dropout_prob, halt_bias, norm=head_input == "cls-norm")
+            for _ in range(cfg.num_hidden_layers)
         )
         self.num_labels = num_labels
 
@@ -40,16 +44,26 @@ class DACTBert(nn.Module):
     def num_blocks(self) -> int:
         return len(self.bert.blocks)
 
+    def read(self, x, mask):
+        """What the DACT modules read of a block's output x (b, T, H), mask (b, T) or None:
+        the [CLS] state x[:, 0], or the mean of the token states (`head_input`), (b, H)."""
+        if self.head_input != "mean":
+            return x[:, 0]
+        if mask is None:
+            return x.mean(1)
+        m = mask.unsqueeze(-1).to(x.dtype)  # (b, T, 1)
+        return (x * m).sum(1) / m.sum(1)
+
     def cls_states(self, input_ids, attention_mask=None, token_type_ids=None):
-        """The [CLS] hidden state after every block, (B, N, H): what the DACT modules read.
-        Runs the early-exit loop with a rule that never stops early: every block runs."""
+        """What the DACT modules read after every block, (B, N, H): the [CLS] state (or the
+        token mean, see `read`). Runs the early-exit loop with a rule that never stops early."""
 
         def collect(n, cls, states):  # states: the [CLS] states of blocks 1..n-1, each (B, H)
             states = states + (cls,)
             done = torch.zeros(cls.size(0), dtype=torch.bool, device=cls.device)  # the loop ends every row at N
             return states, torch.stack(states, 1) if n == self.num_blocks else None, done
 
-        return run_with_early_exit(self.bert, input_ids, attention_mask, token_type_ids, collect, ())[0]
+        return run_with_early_exit(self.bert, input_ids, attention_mask, token_type_ids, collect, (), self.read)[0]
 
     def forward_heads(self, cls):
         """The DACT modules and the recursion over [CLS] states cls (B, N, H), every block:
@@ -90,7 +104,7 @@ class DACTBert(nn.Module):
         ref = self.heads[0].answer.weight
         rows = torch.arange(B, device=input_ids.device)
         state = (ref.new_zeros(B, self.num_labels), ref.new_ones(B), rows)  # a_0 = 0, p_0 = 1
-        probs, blocks = run_with_early_exit(self.bert, input_ids, attention_mask, token_type_ids, step, state)
+        probs, blocks = run_with_early_exit(self.bert, input_ids, attention_mask, token_type_ids, step, state, self.read)
         return probs.argmax(-1), probs, blocks
 
 
@@ -103,11 +117,12 @@ def record(trace, n, d, rows, y_n, h_n, p_n, a_n, bounds, done):
                              passes_test=bool(passes[j]), stop=bool(done[j]) or d == 0))
 
 
-def run_with_early_exit(bert: Bert, input_ids, attention_mask, token_type_ids, step, state):
+def run_with_early_exit(bert: Bert, input_ids, attention_mask, token_type_ids, step, state, read=lambda x, mask: x[:, 0]):
     """The one loop over blocks (training runs it too, with a rule that never stops early).
 
-    After block n call `step(n, cls, state) -> (state, out, done)` on the live rows (cls
-    (b, H), state a tuple of (b, ...) tensors; `out` may be None when no row is done). Rows
+    After block n call `step(n, read(x, mask), state) -> (state, out, done)` on the live rows
+    (`read` gives what the heads read, by default the [CLS] state, (b, H); state a tuple of
+    (b, ...) tensors; `out` may be None when no row is done). Rows
     whose `done` is True are finished: their `out` is kept, and they are dropped from the
     hidden states, the mask and the state before the next block (batch compaction). After
     the last block every row is finished. Returns (out (B, ...), blocks executed (B,)) in
@@ -121,7 +136,7 @@ def run_with_early_exit(bert: Bert, input_ids, attention_mask, token_type_ids, s
     for n, block in enumerate(bert.blocks, start=1):
         x = block(x, keys)  # (b, T, H), b = live rows
         # the steps (DACT modules, recursion, halting test) run in float32 whatever the backbone's dtype
-        state, probs, done = step(n, x[:, 0].float(), state)
+        state, probs, done = step(n, read(x, mask).float(), state)
         if n == N:
             done = torch.ones_like(done)
         if not done.any():
@@ -197,6 +212,8 @@ def save_checkpoint(model: DACTBert, tokenizer, path, labels, task: str, dtype=t
     tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in tensors.items()}
     config = model.bert.config.to_dict()
     config["dact"] = {"num_labels": model.num_labels, "labels": list(labels), "task": task, **(extra or {})}
+    if model.head_input != "cls":  # checkpoints without the key read the [CLS] state
+        config["dact"]["head_input"] = model.head_input
 
     def write(folder: Path):
         folder.mkdir(parents=True)
@@ -243,7 +260,9 @@ def load_checkpoint(path, attention: str = "sdpa"):
         raise TinydactError(f"{path / 'config.json'}: the 'dact' section needs num_labels >= 2 and as many distinct label names")
     if not isinstance(meta.get("task"), (str, type(None))):
         raise TinydactError(f"{path / 'config.json'}: the 'dact' section's task must be a string")
-    model = DACTBert(Bert(BertConfig.from_dict(config), attention), len(labels))
+    if meta.get("head_input", "cls") not in HEAD_INPUTS:
+        raise TinydactError(f"{path / 'config.json'}: unknown head_input {meta['head_input']!r}, expected one of {', '.join(HEAD_INPUTS)}")
+    model = DACTBert(Bert(BertConfig.from_dict(config), attention), len(labels), head_input=meta.get("head_input", "cls"))
     tensors = read_checkpoint(path)
     source = str(path / "model.safetensors")
     broken = next((k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
@@ -268,6 +287,6 @@ def backbone_dtype(name: str, device: torch.device) -> torch.dtype:
     return DTYPES[name]
 
 
-def new_from_bert(path, num_labels: int, halt_bias: float = HALT_BIAS, attention: str = "sdpa") -> DACTBert:
+def new_from_bert(path, num_labels: int, halt_bias: float = HALT_BIAS, attention: str = "sdpa", head_input: str = "cls") -> DACTBert:
     """A DACT-BERT whose backbone is a pretrained BERT directory and whose heads are new."""
-    return DACTBert(Bert.from_pretrained(path, attention), num_labels, halt_bias)
+    return DACTBert(Bert.from_pretrained(path, attention), num_labels, halt_bias, head_input)

@@ -41,7 +41,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from .baselines import dev_score, phase1_block_weights
-from .dact import HALT_BIAS, RULES, dact_loss
+from .dact import HALT_BIAS, HEAD_INPUTS, RULES, dact_loss
 from .data import batch_plan, encode_batch, example_lengths, read_examples
 from .errors import TinydactError
 from .evaluate import block_accuracies, evaluate, evaluate_states
@@ -83,6 +83,12 @@ class TrainConfig:
     weight_decay: float = option(0.01, "AdamW weight decay of the backbone's matrices", min=0.0)
     clip: float = option(1.0, "gradient-norm clipping", min=0.0, min_open=True)
     halt_bias: float = option(HALT_BIAS, "new heads only: initial b_h, so h_n ≈ sigmoid(b_h) at the start")
+    head_input: str = option("cls", "new heads only, our option: what each DACT module reads after its block: the [CLS] "
+                             "state (cls), the same through a LayerNorm (cls-norm), or the mean of the token states (mean)",
+                             choices=HEAD_INPUTS)
+    distill: float = option(0.0, "phase 1, our option: self-distillation weight γ: each block's loss is (1−γ)·CE + "
+                            "γ·T²·KL(last block's softened answer ‖ this block's); 0: off", min=0.0, max=1.0)
+    distill_temperature: float = option(3.0, "phase 1 with --distill: the softening temperature T", min=0.0, min_open=True)
     rule: str = option("paper", "halting rule for dev evaluation", choices=RULES)
     seed: int = option(0, "random seed (batch order, dropout, new heads)")
     eval_every: int = option(0, "steps between dev evaluations; 0: once per epoch", min=0)
@@ -107,13 +113,26 @@ def _on_sigterm(signum, frame):
 # ----------------------------------------------------------------------------------------
 
 
-def phase1_loss(model, cls, labels, blocks: str):
+def phase1_loss(model, cls, labels, blocks: str, distill: float = 0.0, T: float = 3.0):
     """Σ_j w_j·L_j / Σ_j w_j with L_j = CE(y_j, label), the cross-entropy of block j's answer,
-    and w_j from `phase1_block_weights` (all: the mean over blocks; last: the last block's)."""
+    and w_j from `phase1_block_weights` (all: the mean over blocks; last: the last block's).
+
+    With `distill` = γ > 0 (self-distillation, our option, as RomeBERT), every block j < N
+    also learns from the last block's answer softened by the temperature T, which it cannot
+    move (stop-gradient): L_j = (1 − γ)·CE(y_j, label) + γ·T²·KL(softmax(u_N / T) ‖ softmax(u_j / T)),
+    u the logits. The halting guarantee does not depend on how the answers were trained."""
     w = phase1_block_weights(blocks, model.num_blocks)
-    # blocks of weight 0 are skipped: their modules get no gradient at all
-    loss = sum(w_j * F.cross_entropy(model.heads[j].logits(cls[:, j]), labels) for j, w_j in enumerate(w) if w_j)
-    return loss / sum(w)
+    logits = {j: model.heads[j].logits(cls[:, j]) for j, w_j in enumerate(w) if w_j or (distill and j == len(w) - 1)}
+    teacher = F.log_softmax(logits[len(w) - 1].detach().float() / T, -1) if distill else None  # (B, K)
+
+    def L(j):  # blocks of weight 0 are skipped: their modules get no gradient at all
+        ce = F.cross_entropy(logits[j], labels)
+        if not distill or j == len(w) - 1:
+            return ce
+        kl = F.kl_div(F.log_softmax(logits[j].float() / T, -1), teacher, log_target=True, reduction="batchmean")
+        return (1 - distill) * ce + distill * T * T * kl
+
+    return sum(w_j * L(j) for j, w_j in enumerate(w) if w_j) / sum(w)
 
 
 class BatchLoss(nn.Module):
@@ -130,7 +149,7 @@ class BatchLoss(nn.Module):
         model, cfg = self.model, self.cfg
         cls = inputs if cfg.freeze_backbone else model.cls_states(*inputs)  # (B, N, H)
         if cfg.phase == 1:
-            loss = phase1_loss(model, cls, y_true, cfg.blocks)
+            loss = phase1_loss(model, cls, y_true, cfg.blocks, cfg.distill, cfg.distill_temperature)
             return loss, (model.heads[-1].logits(cls[:, -1]).argmax(-1) == y_true).float().mean(), None
         a, p, _, _ = model.forward_heads(cls)  # (B, N, K), (B, N)
         a_N = a[:, -1]  # the model's answer
@@ -240,7 +259,7 @@ def cached_states(model, train_ex, dev_ex, tokenizer, cfg: TrainConfig, device):
     from .home import model_dir
 
     files = [model_dir(cfg.model) / "model.safetensors", cfg.train] + ([cfg.dev] if cfg.dev else [])
-    key = json.dumps({"files": [file_digest(f) for f in files], "max_length": cfg.max_length})
+    key = json.dumps({"files": [file_digest(f) for f in files], "max_length": cfg.max_length, "read": model.head_input})
     if cfg.cache and Path(cfg.cache).exists():
         saved = load_file(Path(cfg.cache), "a tinydact cache of [CLS] states") if Path(cfg.cache).is_file() else None
         if not isinstance(saved, dict) or not {"key", "train", "dev"} <= set(saved):
@@ -352,7 +371,9 @@ def load_data_and_model(cfg: TrainConfig, device):
     dev_ex = read_examples(cfg.dev, task, labels)[0] if cfg.dev else None
     if meta and meta["labels"] != labels:
         raise TinydactError(f"{cfg.model} was trained for labels {meta['labels']}, the data has {labels}")
-    model = load_checkpoint(cfg.model)[0] if meta else new_from_bert(cfg.model, len(labels), cfg.halt_bias)
+    model = load_checkpoint(cfg.model)[0] if meta else new_from_bert(cfg.model, len(labels), cfg.halt_bias, head_input=cfg.head_input)
+    if meta and cfg.head_input != "cls" and cfg.head_input != model.head_input:
+        raise TinydactError(f"--head-input {cfg.head_input}: {cfg.model} already has heads that read {model.head_input!r}")
     if cfg.freeze_backbone:
         model.bert.requires_grad_(False)
     tokenizer = Tokenizer.from_pretrained(cfg.model)

@@ -14,6 +14,8 @@ Methods (E = --epochs of backbone training for every method):
     dact         phase 1 --blocks all for E − 1 epochs, then per τ: heads only on cached
                  states (3 epochs) and joint (1 epoch): E backbone epochs in all; both rules
     dact-distill the same with self-distillation in phase 1 (--distill 0.9, T 3; our option)
+    dact-mean    the same with modules reading the mean of the token states (--head-input
+                 mean; our option), and dact-mean-distill with both
 
 Data: data/<task>/{train,dev}.tsv (data/glue/SST-2 for sst2) in $TINYDACT_HOME or
 ~/.cache/tinydact. Dev is where the knobs are read and where τ is chosen: say so when quoting.
@@ -88,7 +90,9 @@ def one_seed(task: str, seed: int, args, device) -> list:
     pabee = run(TrainConfig(model=bert, out=str(runs / "pabee"), phase=1, blocks="weighted", epochs=E, **common), device)
     add("pabee", points(pabee, "pabee", range(1, 7), Path(dev_tsv)))
     # DACT, with and without self-distillation: E - 1 epochs of phase 1, then per τ heads only and joint
-    for method, extra in (("dact", {}), ("dact-distill", {"distill": 0.9})):
+    variants = {"dact": {}, "dact-distill": {"distill": 0.9}, "dact-mean": {"head_input": "mean"},
+                "dact-mean-distill": {"head_input": "mean", "distill": 0.9}}
+    for method, extra in ((m, variants[m]) for m in args.dact):
         p1 = run(TrainConfig(model=bert, out=str(runs / f"{method}-p1"), phase=1, blocks="all", epochs=E - 1, **common, **extra), device)
         for tau in args.taus:
             heads = run(TrainConfig(model=str(p1), out=str(runs / f"{method}-tau{tau}-heads"), phase=2, tau=tau,
@@ -129,6 +133,7 @@ def main():
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--epochs", type=int, default=3, help="backbone-training epochs, the same for every method")
     ap.add_argument("--taus", default="0.05,0.1,0.2", help="DACT's τ sweep")
+    ap.add_argument("--dact", default="dact,dact-distill,dact-mean,dact-mean-distill", help="the DACT variants to run")
     ap.add_argument("--bert", default="all-MiniLM-L6-v2", help="BERT directory or downloaded model name")
     ap.add_argument("--data-dir", default=None, help="folder with train.tsv and dev.tsv (default: the task's in the tinydact home)")
     ap.add_argument("--max-length", type=int, default=64)
@@ -138,6 +143,7 @@ def main():
     ap.add_argument("--name", default="tasks")
     args = ap.parse_args()
     args.taus = [float(t) for t in args.taus.split(",")]
+    args.dact = args.dact.split(",")
     torch.set_num_threads(args.threads)
     rows = []
     csv_path = RESULTS / f"{args.name}.csv"

@@ -21,7 +21,7 @@ HERE = Path(__file__).resolve().parent
 OUT = HERE / "dact.json"
 REFERENCE = HERE.parent.parent / "tinydact" / "reference.py"
 
-VERSION = 1
+VERSION = 2  # 2: the K = 1 and clamp_boundary cases, and `prediction`
 SEED = 20200414  # arXiv 2004.12770
 NUM_RANDOM = 28
 # Every halting decision in the file is clear by at least this much (or is an exact tie), so
@@ -44,6 +44,7 @@ FIELDS = {
     "loss": "the loss, a number",
     "dy, dh": "d loss / d y and d loss / d h, shaped like y and h",
     "halting_step": "1-based step after which inference stops, under the paper rule and the tight rule",
+    "prediction": "the predicted class, argmax a_n at the halting step (ties go to the first class), per rule",
 }
 
 
@@ -115,7 +116,7 @@ def random_case(rng, i):
 
 
 def designed_cases(rng):
-    """(name, note, y counts, h counts, label, tau): the edge cases of docs/dact.md §1–3."""
+    """(name, note, y counts, h counts, label, tau[, scale]): the edge cases of docs/dact.md §1–3."""
 
     def rows(N, K, style, top=0):
         return [answer_row(rng, K, style, top) for _ in range(N)]
@@ -143,6 +144,12 @@ def designed_cases(rng):
         ("tau_zero", "no ponder penalty", rows(5, 3, "random"), hs(5, 0, 1000), 2, 0.0),
         ("large_tau_K5", "tau = 0.5, five classes", rows(6, 5, "random"), hs(6, 0, 1000), 4, 0.5),
         ("twelve_steps_init", "N = 12 with h near sigmoid(3) = 0.953, the initial halting bias", rows(12, 2, "random"), hs(12, 940, 965), 1, 0.001),
+        # fixed inputs from here on (no draws from rng, so the random cases stay as they were)
+        ("one_class_K1", "K = 1: y_n = a_n = (1), the loss is the ponder term alone, inference stops after step 1",
+         [[1000]] * 4, [900, 800, 700, 600], 0, 0.1),
+        ("clamp_boundary", "a_N[label] is exactly 1e-8 (h = 1 before the last step, so a_N = y_N exactly): the clamp "
+         "passes the gradient at equality, dy[N-1][label] = -1e8; y is given as floats, not k/1000",
+         [[0.6, 0.4], [0.3, 0.7], [1 - 1e-8, 1e-8]], [1.0, 1.0, 0.5], 1, 0.01, 1),
     ]
 
 
@@ -166,19 +173,23 @@ def halt_gaps_ok(a, p):
 
 
 def clamp_clear(a_label):
-    """a_N[label] is 0 or well away from the clamp at 1e-8."""
-    return a_label == 0 or a_label > 1e-6
+    """a_N[label] is 0, exactly 1e-8 (the clamp_boundary case, where a float32 port gets
+    float32(1e-8) on both sides too), or well away from the clamp at 1e-8."""
+    return a_label == 0 or a_label == ref.A_MIN or a_label > 1e-6
 
 
-def make_case(name, note, y_counts, h_counts, label, tau):
-    y = np.array(y_counts, dtype=np.float64) / 1000
-    h = np.array(h_counts, dtype=np.float64) / 1000
+def make_case(name, note, y_counts, h_counts, label, tau, scale=1000):
+    """One case from inputs given as counts of 1/scale (scale 1: the inputs themselves)."""
+    y = np.array(y_counts, dtype=np.float64) / scale
+    h = np.array(h_counts, dtype=np.float64) / scale
     a, p = ref.forward(y, h)
     dy, dh = ref.backward(y, h, label, tau)
     dy, dh = dy + 0.0, dh + 0.0  # −0.0 + 0.0 = 0.0: write zeros without a sign
     case = dict(name=name, note=note, N=len(h), K=y.shape[1], label=label, tau=tau, y=y.tolist(), h=h.tolist())
     case.update(a=a.tolist(), p=p.tolist(), loss=ref.loss(y, h, label, tau), dy=dy.tolist(), dh=dh.tolist())
     case["halting_step"] = {rule: ref.halting_step(y, h, rule) for rule in ref.RULES}
+    # argmax a_n at the halting step; np.argmax gives ties to the first class
+    case["prediction"] = {rule: int(np.argmax(a[step - 1])) for rule, step in case["halting_step"].items()}
     usable = halt_gaps_ok(a, p) and clamp_clear(a[-1, label])
     return case, usable
 

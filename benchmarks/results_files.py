@@ -12,14 +12,16 @@ from tinydact.home import locate, search_path
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def write_results(name: str, rows: list, lines: list, folder=RESULTS) -> None:
+def write_results(name: str, rows: list, lines: list | None, folder=RESULTS) -> None:
+    """`<name>.csv` from the rows and, unless lines is None, `<name>.md` from the lines."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / f"{name}.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    (folder / f"{name}.md").write_text("\n".join(lines) + "\n")
+    if lines is not None:
+        (folder / f"{name}.md").write_text("\n".join(lines) + "\n")
 
 
 def default_path(relative: str, get: str) -> Path:

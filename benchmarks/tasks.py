@@ -32,11 +32,11 @@ import torch
 from results_files import RESULTS, default_path, write_results  # benchmarks/results_files.py
 from tinydact.data import read_examples
 from tinydact.errors import TinydactError
-from tinydact.evaluate import evaluate
+from tinydact.evaluate import block_accuracies, evaluate
 from tinydact.home import model_dir
 from tinydact.model import load_checkpoint
 from tinydact.tokenizer import Tokenizer
-from tinydact.train import TrainConfig, train
+from tinydact.train import TrainConfig, cls_cache, train
 
 DATA = {"sst2": "data/glue/SST-2", "subj": "data/subj", "agnews": "data/agnews", "trec": "data/trec"}
 ENTROPIES = (0.05, 0.1, 0.2, 0.3, 0.4, 0.6, 0.8)
@@ -63,47 +63,77 @@ def points(path: Path, method: str, knobs, data: Path, rule: str = "paper") -> l
     return out
 
 
-def one_seed(task: str, seed: int, args, device) -> list:
+def per_block(path: Path, data: Path) -> list:
+    """Dev accuracy of each block's own answer y_n (the per-block classifiers) of a checkpoint."""
+    model, meta = load_checkpoint(path)
+    examples = read_examples(data, meta.get("task"), meta["labels"])[0]
+    states = cls_cache(model, examples, Tokenizer.from_pretrained(path), 64, torch.device("cpu"), "per-block")
+    return block_accuracies(model, states, torch.tensor([e.label for e in examples]), torch.device("cpu"))
+
+
+def one_seed(task: str, seed: int, args, device, save) -> None:
+    """Every method on one seed; `save(rows, blocks)` is called after each method, so a
+    stopped run keeps what it measured (and its finished run folders are reused)."""
     base = default_path(DATA[task], "run `tinydact download` for it or pass --data-dir") if not args.data_dir else Path(args.data_dir)
-    train_tsv, dev_tsv = str(base / "train.tsv"), str(base / "dev.tsv")
+    train_tsv, dev = str(base / "train.tsv"), base / "dev.tsv"
     runs = Path(args.runs) / task / f"seed{seed}"
-    common = dict(train=train_tsv, dev=dev_tsv, max_length=args.max_length, batch_size=32, seed=seed, dtype=args.dtype,
-                  eval_every=0, save_every=500)
+    common = dict(train=train_tsv, dev=str(dev), max_length=args.max_length, batch_size=32, seed=seed, dtype=args.dtype,
+                  eval_every=0, save_every=500, head_input=args.head_input)
     bert = str(model_dir(args.bert))
     E = args.epochs
-    rows = []
+    reads = "" if args.head_input == "cls" else f"-{args.head_input}"  # every classifier reads the same: the name says which
 
     def add(method, pts, rule="paper"):
-        for knob, acc, blocks, flops in pts:
-            rows.append({"task": task, "method": method if rule == "paper" else f"{method} (tight rule)", "knob": knob,
-                         "seed": seed, "dev_accuracy": acc, "avg_blocks": blocks, "flops_ratio": flops})
+        save([{"task": task, "method": method if rule == "paper" else f"{method} (tight rule)", "knob": knob, "seed": seed,
+               "dev_accuracy": acc, "avg_blocks": blocks, "flops_ratio": flops} for knob, acc, blocks, flops in pts], [])
 
-    # plain, and DeeBERT's two stages on it
-    plain = run(TrainConfig(model=bert, out=str(runs / "plain"), phase=1, blocks="last", epochs=E, **common), device)
-    add("plain", points(plain, "static", [6], Path(dev_tsv)))  # the last block's own classifier, full depth
-    deebert = run(TrainConfig(model=str(plain), out=str(runs / "deebert2"), phase=1, blocks="all-but-last",
-                              freeze_backbone=True, epochs=E, cache=str(runs / "deebert2-cache.pt"), **common), device)
-    add("deebert", points(deebert, "deebert", ENTROPIES, Path(dev_tsv)))
-    # static truncation and PABEE on their own joint losses
-    static = run(TrainConfig(model=bert, out=str(runs / "static"), phase=1, blocks="all", epochs=E, **common), device)
-    add("static", points(static, "static", range(1, 7), Path(dev_tsv)))
-    pabee = run(TrainConfig(model=bert, out=str(runs / "pabee"), phase=1, blocks="weighted", epochs=E, **common), device)
-    add("pabee", points(pabee, "pabee", range(1, 7), Path(dev_tsv)))
+    def blocks_of(method, path):
+        save([], [{"task": task, "method": method, "seed": seed, "block": n + 1, "dev_accuracy": acc}
+                  for n, acc in enumerate(per_block(path, dev))])
+
+    def phase1(name, **kw):
+        return run(TrainConfig(model=bert, out=str(runs / name), phase=1, **{**common, **kw}), device)
+
+    wanted = set(args.methods)
+    if wanted & {"plain", "deebert"}:  # plain, and DeeBERT's two stages on it
+        plain = phase1(f"plain{reads}", blocks="last", epochs=E)
+        add(f"plain{reads}", points(plain, "static", [6], dev))  # the last block's own classifier, full depth
+        if "deebert" in wanted:
+            deebert = run(TrainConfig(model=str(plain), out=str(runs / f"deebert{reads}2"), phase=1, blocks="all-but-last",
+                                      freeze_backbone=True, epochs=E, cache=str(runs / f"deebert{reads}2-cache.pt"),
+                                      **common), device)
+            add(f"deebert{reads}", points(deebert, "deebert", ENTROPIES, dev))
+            blocks_of(f"deebert{reads}", deebert)
+    if "static" in wanted:  # static truncation and PABEE on their own joint losses
+        static = phase1(f"static{reads}", blocks="all", epochs=E)
+        add(f"static{reads}", points(static, "static", range(1, 7), dev))
+        blocks_of(f"static{reads}", static)
+    if "pabee" in wanted:
+        pabee = phase1(f"pabee{reads}", blocks="weighted", epochs=E)
+        add(f"pabee{reads}", points(pabee, "pabee", range(1, 7), dev))
+        blocks_of(f"pabee{reads}", pabee)
     # DACT, with and without self-distillation: E - 1 epochs of phase 1, then per τ heads only and joint
-    variants = {"dact": {}, "dact-distill": {"distill": 0.9}, "dact-mean": {"head_input": "mean"},
-                "dact-mean-distill": {"head_input": "mean", "distill": 0.9}}
-    for method, extra in ((m, variants[m]) for m in args.dact):
-        p1 = run(TrainConfig(model=bert, out=str(runs / f"{method}-p1"), phase=1, blocks="all", epochs=E - 1, **common, **extra), device)
+    for method, extra in (("dact", {}), ("dact-distill", {"distill": 0.9})):
+        if method not in wanted:
+            continue
+        name = method.replace("dact", f"dact{reads}")
+        p1 = phase1(f"{name}-p1", blocks="all", epochs=E - 1, **extra)
+        blocks_of(f"{name} phase 1", p1)
         for tau in args.taus:
-            heads = run(TrainConfig(model=str(p1), out=str(runs / f"{method}-tau{tau}-heads"), phase=2, tau=tau,
-                                    freeze_backbone=True, epochs=3, head_lr=1e-3, cache=str(runs / f"{method}-cache.pt"),
+            heads = run(TrainConfig(model=str(p1), out=str(runs / f"{name}-tau{tau}-heads"), phase=2, tau=tau,
+                                    freeze_backbone=True, epochs=3, head_lr=1e-3, cache=str(runs / f"{name}-cache.pt"),
                                     **{**common, "batch_size": 256}), device)
-            joint = run(TrainConfig(model=str(heads), out=str(runs / f"{method}-tau{tau}-joint"), phase=2, tau=tau,
+            joint = run(TrainConfig(model=str(heads), out=str(runs / f"{name}-tau{tau}-joint"), phase=2, tau=tau,
                                     epochs=1, lr=2e-5, head_lr=5e-4, **common), device)
             for rule in ("paper", "tight"):
-                add(method, [(tau, *p[1:]) for p in points(joint, method, [None], Path(dev_tsv), rule)], rule)
-        print(f"{task} seed {seed}: {method} done", flush=True)
-    return rows
+                add(name, [(tau, *p[1:]) for p in points(joint, name, [None], dev, rule)], rule)
+            blocks_of(f"{name} τ {tau}", joint)
+        print(f"{task} seed {seed}: {name} done", flush=True)
+
+
+def mean_sd(values: list) -> tuple:
+    """Mean and sample standard deviation (0 for one value)."""
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 def summary(rows: list, task: str) -> list:
@@ -111,13 +141,12 @@ def summary(rows: list, task: str) -> list:
     by = {}
     for r in rows:
         by.setdefault((r["method"], str(r["knob"])), []).append(r)
-    means = [(m, k, statistics.mean(float(r["dev_accuracy"]) for r in rs), statistics.pstdev([float(r["dev_accuracy"]) for r in rs]),
-              statistics.mean(float(r["avg_blocks"]) for r in rs), len(rs)) for (m, k), rs in by.items()]
-    plain = [m for m in means if m[0] == "plain"]
-    lines = [f"## {task}", "",
-             f"plain full depth: {100 * plain[0][2]:.2f} ± {100 * plain[0][3]:.2f}% (n {plain[0][5]})" if plain else "", "",
-             "| method | ≤ 2 blocks | ≤ 3 blocks | ≤ 4 blocks |", "|---|---|---|---|"]
-    for method in dict.fromkeys(m[0] for m in means if m[0] != "plain"):
+    means = [(m, k, *mean_sd([float(r["dev_accuracy"]) for r in rs]), statistics.mean(float(r["avg_blocks"]) for r in rs), len(rs))
+             for (m, k), rs in by.items()]
+    lines = [f"## {task}", ""]
+    lines += [f"{m[0]} full depth: {100 * m[2]:.2f} ± {100 * m[3]:.2f}% (n {m[5]})  " for m in means if m[0].startswith("plain")]
+    lines += ["", "| method | ≤ 2 blocks | ≤ 3 blocks | ≤ 4 blocks |", "|---|---|---|---|"]
+    for method in dict.fromkeys(m[0] for m in means if not m[0].startswith("plain")):
         cells = []
         for budget in (2, 3, 4):
             fit = [m for m in means if m[0] == method and m[4] <= budget + 1e-9]
@@ -127,13 +156,65 @@ def summary(rows: list, task: str) -> list:
     return lines
 
 
+def block_table(rows: list, task: str) -> list:
+    """Each method's per-block classifier accuracy, mean over seeds."""
+    by = {}
+    for r in rows:
+        by.setdefault(r["method"], {}).setdefault(int(r["block"]), []).append(float(r["dev_accuracy"]))
+    lines = [f"### {task}: each block's own classifier (dev accuracy, mean over seeds)", "",
+             "| classifiers of | n | " + " | ".join(f"block {b}" for b in range(1, 7)) + " |", "|---|---|" + "---|" * 6]
+    for method, blocks in by.items():
+        lines.append(f"| {method} | {len(blocks[1])} | " + " | ".join(f"{100 * statistics.mean(v):.1f}" for _, v in sorted(blocks.items())) + " |")
+    return lines
+
+
+def plot(rows: list, task: str, path: Path) -> None:
+    """Accuracy against average blocks for every method (mean over seeds, sd as error bars),
+    the full-depth reference as a line; left all points, right the top of the range."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    by = {}
+    for r in rows:
+        by.setdefault(r["method"], {}).setdefault(str(r["knob"]), []).append((float(r["avg_blocks"]), 100 * float(r["dev_accuracy"])))
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
+    bases = list(dict.fromkeys(m.replace(" (tight rule)", "") for m in by))  # a method and its tight rule share a colour
+    color = dict(zip(bases, plt.cm.tab10.colors * 2))
+    top = max(a for pts in by.values() for runs in pts.values() for _, a in runs)
+    for method, knobs in by.items():
+        pts = sorted((statistics.mean(b for b, _ in runs), *mean_sd([a for _, a in runs])) for runs in knobs.values())
+        for ax in axes:
+            c = color[method.replace(" (tight rule)", "")]
+            if method.startswith("plain"):
+                ax.axhline(pts[0][1], color=c, ls=":", lw=1.2, label=f"{method}, 6 blocks")
+            else:
+                ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts], marker="o", ms=4, capsize=2,
+                            lw=1.2, ls="--" if "tight" in method else "-", color=c, label=method)
+    for ax, floor in ((axes[0], None), (axes[1], top - 8)):
+        ax.set_xlabel("average blocks run (of 6)")
+        ax.set_ylabel(f"{task} dev accuracy (%)")
+        ax.grid(alpha=0.3)
+        if floor is not None:
+            ax.set_ylim(floor, top + 1)
+    axes[0].set_title(f"{task}: every point")
+    axes[1].set_title("the top of the range")
+    axes[1].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--task", choices=list(DATA), required=True)
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--epochs", type=int, default=3, help="backbone-training epochs, the same for every method")
     ap.add_argument("--taus", default="0.05,0.1,0.2", help="DACT's τ sweep")
-    ap.add_argument("--dact", default="dact,dact-distill,dact-mean,dact-mean-distill", help="the DACT variants to run")
+    ap.add_argument("--methods", default="plain,deebert,static,pabee,dact,dact-distill", help="the methods to run")
+    ap.add_argument("--head-input", default="cls", choices=["cls", "cls-norm", "mean"],
+                    help="what every per-block classifier reads, for every method (named in the method: static-mean, ...)")
     ap.add_argument("--bert", default="all-MiniLM-L6-v2", help="BERT directory or downloaded model name")
     ap.add_argument("--data-dir", default=None, help="folder with train.tsv and dev.tsv (default: the task's in the tinydact home)")
     ap.add_argument("--max-length", type=int, default=64)
@@ -143,22 +224,41 @@ def main():
     ap.add_argument("--name", default="tasks")
     args = ap.parse_args()
     args.taus = [float(t) for t in args.taus.split(",")]
-    args.dact = args.dact.split(",")
+    args.methods = args.methods.split(",")
     torch.set_num_threads(args.threads)
-    rows = []
-    csv_path = RESULTS / f"{args.name}.csv"
-    if csv_path.is_file():  # earlier tasks and seeds stay; this task's seeds are measured again
-        seeds = {int(s) for s in args.seeds.split(",")}
-        rows = [r for r in csv.DictReader(open(csv_path)) if not (r["task"] == args.task and int(r["seed"]) in seeds)]
-    for seed in [int(s) for s in args.seeds.split(",")]:
-        rows += one_seed(args.task, seed, args, torch.device("cpu"))
-    lines = [f"# Every method on its own recipe: `python benchmarks/tasks.py {' '.join(sys.argv[1:])}`", "",
-             f"Backbone {args.bert}, {args.epochs} backbone epochs per method, max length {args.max_length}, {args.dtype}; "
-             "dev accuracy (knobs and τ read on dev), mean ± sd over seeds.", ""]
-    for task in dict.fromkeys(r["task"] for r in rows):
-        lines += summary([r for r in rows if r["task"] == task], task) + [""]
-    write_results(args.name, rows, lines)
-    print("\n".join(lines))
+    files = {kind: RESULTS / f"{args.name}{kind}.csv" for kind in ("", "_blocks")}
+    kept = {kind: list(csv.DictReader(open(f))) if f.is_file() else [] for kind, f in files.items()}
+    md = RESULTS / f"{args.name}.md"
+    commands = [line for line in (md.read_text().splitlines() if md.is_file() else []) if line.startswith("- `python benchmarks/tasks.py")]
+    command = f"- `python benchmarks/tasks.py {' '.join(sys.argv[1:])}`"
+    commands = [c for c in commands if c != command] + [command]
+    header = ["# Every method on its own recipe, one backbone, the same budget", "",
+              f"Backbone {args.bert}, max length {args.max_length}; dev accuracy (the knobs and τ are read on dev), "
+              "mean ± sample sd over seeds, average blocks of 6 and the knob in brackets. Made by:", "", *commands, ""]
+
+    def save(rows: list, blocks: list) -> None:
+        """Merge new rows over earlier ones with the same task, method, seed (and knob / block), and rewrite both files."""
+        for kind, new in (("", rows), ("_blocks", blocks)):
+            key = (lambda r: (r["task"], r["method"], str(r["seed"]), str(r.get("knob", r.get("block")))))
+            fresh = {key(r) for r in new}
+            kept[kind] = [r for r in kept[kind] if key(r) not in fresh] + new
+        lines = list(header)
+        for task in dict.fromkeys(r["task"] for r in kept[""]):
+            lines += summary([r for r in kept[""] if r["task"] == task], task) + [""]
+            lines += block_table([r for r in kept["_blocks"] if r["task"] == task], task) + [""]
+        write_results(args.name, kept[""], lines)
+        if kept["_blocks"]:
+            write_results(f"{args.name}_blocks", kept["_blocks"], None)
+
+    def plots() -> None:
+        for task in dict.fromkeys(r["task"] for r in kept[""]):
+            plot([r for r in kept[""] if r["task"] == task], task, RESULTS / f"{args.name}_{task}.png")
+
+    for seed in [int(s) for s in args.seeds.split(",") if s]:  # --seeds "" rewrites tasks.md from the CSV files
+        one_seed(args.task, seed, args, torch.device("cpu"), save)
+    save([], [])
+    plots()
+    print((RESULTS / f"{args.name}.md").read_text())
 
 
 if __name__ == "__main__":

@@ -88,3 +88,33 @@ def tiny_tsv(tmp_path):
     path = tmp_path / "tiny.tsv"
     path.write_text(TINY_TSV)
     return path
+
+
+VECTORS = Path(__file__).parent / "vectors"
+
+
+def load_vector_script(name: str):
+    """tests/vectors/<name>.py as a module (the scripts that write the port vectors)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, VECTORS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def same_content(x, y, rel: float, abs: float, path: str = "") -> None:
+    """Equal structure, strings and ints; floats equal to `rel` (or `abs` near zero)."""
+    assert type(x) is type(y), path
+    if isinstance(x, dict):
+        assert list(x) == list(y), path
+        for k in x:
+            same_content(x[k], y[k], rel, abs, f"{path}.{k}")
+    elif isinstance(x, list):
+        assert len(x) == len(y), path
+        for i, (u, v) in enumerate(zip(x, y)):
+            same_content(u, v, rel, abs, f"{path}[{i}]")
+    elif isinstance(x, float):
+        assert x == pytest.approx(y, rel=rel, abs=abs), path
+    else:
+        assert x == y, path

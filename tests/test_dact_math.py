@@ -3,9 +3,7 @@ the special cases of the recursion, and numerics at the edges.
 
 Run with -s to see the measured gradient errors."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,7 +23,8 @@ from tinydact.dact import (
     ponder_cost,
 )
 
-VECTORS = Path(__file__).parent / "vectors"
+from conftest import VECTORS, load_vector_script, same_content
+
 F64 = torch.float64
 
 
@@ -77,10 +76,7 @@ def numpy_central_differences(f, x, eps=1e-6):
 
 
 def load_make_vectors():
-    spec = importlib.util.spec_from_file_location("make_vectors", VECTORS / "make_vectors.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_vector_script("make_vectors")
 
 
 def load_vectors():
@@ -280,29 +276,11 @@ def test_torch_reproduces_the_test_vectors():
         assert halted == case["halting_step"], name
 
 
-def same_content(x, y, path="") -> None:
-    """Equal structure, equal strings and ints, floats equal to 1e-12 relative (the last
-    digits of log may differ between platforms)."""
-    assert type(x) is type(y), path
-    if isinstance(x, dict):
-        assert list(x) == list(y), path
-        for k in x:
-            same_content(x[k], y[k], f"{path}.{k}")
-    elif isinstance(x, list):
-        assert len(x) == len(y), path
-        for i, (u, v) in enumerate(zip(x, y)):
-            same_content(u, v, f"{path}[{i}]")
-    elif isinstance(x, float):
-        assert x == pytest.approx(y, rel=1e-12, abs=1e-300), path
-    else:
-        assert x == y, path
-
-
 def test_vector_file_is_up_to_date_and_deterministic():
     make_vectors = load_make_vectors()
     text = make_vectors.to_json_text(make_vectors.build_vectors())
     assert text == make_vectors.to_json_text(make_vectors.build_vectors())  # deterministic
-    same_content(json.loads(text), load_vectors())
+    same_content(json.loads(text), load_vectors(), rel=1e-12, abs=1e-300)  # log's last digits may differ between platforms
 
 
 def test_vector_file_covers_the_edge_cases():

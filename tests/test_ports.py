@@ -3,59 +3,34 @@ shipped model and tokenizer give now, and dact.json's per-rule predictions are a
 the halting step with ties going to the first class. (The JavaScript port itself is tested by
 `node --test ports/js`, and in a browser by ports/js/browser_check.py; .ci/run runs both.)"""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 
 from tinydact import reference
 from tinydact.dact import can_halt, dact_update
 from tinydact.tokenizer import Tokenizer
 
-VECTORS = Path(__file__).parent / "vectors"
+from conftest import VECTORS, load_vector_script, same_content
+
 WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
-
-
-def load_script(name):
-    spec = importlib.util.spec_from_file_location(name, VECTORS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def model_vectors() -> dict:
     return json.loads((VECTORS / "model.json").read_text(encoding="utf-8"))
 
 
-def same_content(x, y, path="") -> None:
-    """Equal structure, strings and ints; floats equal to 1e-5 (relative, or absolute below 1):
-    float32 kernels may differ in the last bits between CPUs, a change of weights moves far more."""
-    assert type(x) is type(y), path
-    if isinstance(x, dict):
-        assert list(x) == list(y), path
-        for k in x:
-            same_content(x[k], y[k], f"{path}.{k}")
-    elif isinstance(x, list):
-        assert len(x) == len(y), path
-        for i, (u, v) in enumerate(zip(x, y)):
-            same_content(u, v, f"{path}[{i}]")
-    elif isinstance(x, float):
-        assert x == pytest.approx(y, rel=1e-5, abs=1e-5), path
-    else:
-        assert x == y, path
-
-
 def test_model_vectors_match_the_shipped_model():
     """model.json is regenerated from weights/ here and compared: regenerate the file
     (python tests/vectors/make_model_vectors.py) whenever weights/ changes."""
-    make = load_script("make_model_vectors")
+    make = load_vector_script("make_model_vectors")
     fresh = json.loads(make.to_json_text(make.build_vectors()))
     stored = model_vectors()
     assert stored["weights_sha256"] == fresh["weights_sha256"], "weights/ changed: run python tests/vectors/make_model_vectors.py"
-    same_content(fresh, stored)
+    # float32 kernels may differ in the last bits between CPUs; a change of weights moves far more
+    same_content(fresh, stored, rel=1e-5, abs=1e-5)
 
 
 def test_model_vectors_cover_what_the_issue_asks():

@@ -16,6 +16,7 @@ from .dact import RULES
 from .api import resolve_device
 from .data import text_lines
 from .errors import TinydactError
+from .explain import legend, table
 
 
 class Group(click.Group):
@@ -172,35 +173,6 @@ def classify_inputs(texts, pair) -> list:
     return [(texts[0], pair)] if pair is not None else list(texts)
 
 
-def _num(x: float) -> str:
-    return f"{x:.4f}" if x == 0 or 1e-3 <= abs(x) < 1e4 else f"{x:.2e}"
-
-
-def explain_legend(labels, N: int, rule: str, halt: bool) -> str:
-    upper = "a_n[c'] + p_n·d" if rule == "paper" else "1 − (1 − a_n[c'])·(1 − p_n)^d"
-    return (
-        f"After block n the DACT module gives y_n, the block's own answer over ({', '.join(labels)}),\n"
-        "and h_n, its halting value; p_n = h_n·p_{n-1} and a_n = p_{n-1}·y_n + (1 − p_{n-1})·a_{n-1}\n"
-        f"(p_0 = 1, a_0 = 0). With d = N − n blocks left (N = {N}), whatever they output, the top class\n"
-        f"c* of a_n can fall at most to a_n[c*]·(1 − p_n)^d and the runner-up c' can rise at most to\n"
-        f"{upper} ({rule} rule): when the first is larger, the answer can no longer change\n"
-        "and the example stops" + (" (here --no-halt runs every block anyway)." if not halt else ".")
-    )
-
-
-def explain_table(steps, rule: str, halt: bool) -> list:
-    upper = "a_n[c']+p_n·d" if rule == "paper" else "1−(1−a_n[c'])(1−p_n)^d"
-    rows = [["n", "y_n", "h_n", "p_n", "a_n", "a_n[c*]·(1−p_n)^d", "", upper, "d", "decision"]]
-    for s in steps:
-        verdict = "last block: stop" if s["d"] == 0 else "go on" if not s["passes_test"] else "stop" if halt else "would stop (--no-halt: go on)"
-        lower, upper = s["top_lower_bound"], s["runner_up_upper_bound"]
-        rows.append([str(s["n"]), " ".join(f"{v:.4f}" for v in s["y_n"]), _num(s["h_n"]), _num(s["p_n"]),
-                     " ".join(f"{v:.4f}" for v in s["a_n"]), _num(lower), ">" if s["passes_test"] else "≤", _num(upper),
-                     str(s["d"]), verdict])
-    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
-    return ["    " + "  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
-
-
 @cli.command()
 @click.argument("texts", nargs=-1, metavar="TEXT...")
 @click.option("--model", "model_dir", default=None, metavar="DIR", help=MODEL_HELP + " (default: the shipped weights/)")
@@ -225,7 +197,7 @@ def classify(texts, model_dir, pair, batch_size, no_halt, rule, as_json, explain
     if warning:
         click.echo(f"warning: {warning}", err=True)
     if explain and not as_json:
-        click.echo(explain_legend(clf.labels, clf.num_blocks, rule, not no_halt) + "\n")
+        click.echo(legend(clf.labels, clf.num_blocks, rule, not no_halt) + "\n")
     width = max(len(label) for label in clf.labels)
     for i in range(0, len(inputs), batch_size):  # print as results come
         for j, r in enumerate(clf(inputs[i : i + batch_size], halt=not no_halt, rule=rule, explain=explain, batch_size=batch_size)):
@@ -237,7 +209,7 @@ def classify(texts, model_dir, pair, batch_size, no_halt, rule, as_json, explain
             shown = r["text"] if "pair" not in r else f"{r['text']}  [SEP]  {r['pair']}"
             click.echo(f"{r['label']:<{width}}  {r['confidence']:.2f}  blocks {r['blocks']}/{r['num_blocks']}  {shown}")
             if explain:
-                click.echo("\n".join(explain_table(r["steps"], rule, not no_halt)) + "\n")
+                click.echo("\n".join(table(r["steps"], rule, not no_halt)) + "\n")
 
 
 @cli.command()

@@ -190,9 +190,9 @@ def to_json_text(vectors) -> str:
         end = "," if key != keys[-1] else ""
         if key == "inputs":
             items = [" {\n" + ",\n".join(f"    {dump(k)}: {dump(v)}" for k, v in item.items()) + "\n  }" for item in value]
-            lines.append(f'  "inputs": [\n  ' + ",\n  ".join(items) + f"\n  ]{end}")
+            lines.append('  "inputs": [\n  ' + ",\n  ".join(items) + f"\n  ]{end}")
         elif key == "tokenizer_cases":
-            lines.append(f'  "tokenizer_cases": [\n' + ",\n".join(f"    {dump(c)}" for c in value) + f"\n  ]{end}")
+            lines.append('  "tokenizer_cases": [\n' + ",\n".join(f"    {dump(c)}" for c in value) + f"\n  ]{end}")
         else:
             lines.append(f"  {dump(key)}: {dump(value)}{end}")
     lines.append("}")

@@ -1,8 +1,10 @@
 """Every method on its own recipe, one backbone, the same budget, several seeds: accuracy
-against blocks on one task, written to benchmarks/results/<name>.csv (one row per task,
-method, knob, seed) and <name>.md (the best mean accuracy at ≤ 2, ≤ 3, ≤ 4 blocks of 6).
+against blocks on one task, merged into benchmarks/results/<name>.csv (one row per task,
+method, knob, seed), <name>_blocks.csv (each block's own classifier), <name>.md (the best mean
+accuracy at ≤ 2, ≤ 3, ≤ 4 blocks of 6, and the per-block tables) and <name>_<task>.png.
 
-    python benchmarks/tasks.py --task trec --seeds 0,1 --epochs 3 --runs /tmp/tasks [--dtype bfloat16]
+    python benchmarks/tasks.py --task trec --seeds 0,1,2 --epochs 3 --head-input mean --runs /tmp/tasks [--dtype bfloat16]
+    python benchmarks/tasks.py --task trec --seeds ""        # only rewrite the report from the CSV files
 
 Methods (E = --epochs of backbone training for every method):
     plain        phase 1 --blocks last, E epochs; the last block's classifier (the reference)
@@ -14,11 +16,13 @@ Methods (E = --epochs of backbone training for every method):
     dact         phase 1 --blocks all for E − 1 epochs, then per τ: heads only on cached
                  states (3 epochs) and joint (1 epoch): E backbone epochs in all; both rules
     dact-distill the same with self-distillation in phase 1 (--distill 0.9, T 3; our option)
-    dact-mean    the same with modules reading the mean of the token states (--head-input
-                 mean; our option), and dact-mean-distill with both
+--head-input (our option) sets what every method's per-block classifiers read; a method's
+name carries it when it is not [CLS] (static-mean, dact-mean, dact-mean-distill, ...).
 
-Data: data/<task>/{train,dev}.tsv (data/glue/SST-2 for sst2) in $TINYDACT_HOME or
-~/.cache/tinydact. Dev is where the knobs are read and where τ is chosen: say so when quoting.
+Finished run folders under --runs are reused, so a stopped run picks up where it was, and the
+results are saved after every method. Data: data/<task>/{train,dev}.tsv (data/glue/SST-2 for
+sst2) in $TINYDACT_HOME or ~/.cache/tinydact. Dev is where the knobs are read and where τ is
+chosen: say so when quoting.
 """
 
 import argparse
@@ -136,23 +140,42 @@ def mean_sd(values: list) -> tuple:
     return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def summary(rows: list, task: str) -> list:
-    """Per method: the best mean dev accuracy among its knobs at ≤ 2, ≤ 3, ≤ 4 blocks."""
+def point_means(rows: list) -> list:
+    """(method, knob, mean accuracy, sd, mean blocks, n) for every (method, knob) over seeds."""
     by = {}
     for r in rows:
         by.setdefault((r["method"], str(r["knob"])), []).append(r)
-    means = [(m, k, *mean_sd([float(r["dev_accuracy"]) for r in rs]), statistics.mean(float(r["avg_blocks"]) for r in rs), len(rs))
-             for (m, k), rs in by.items()]
+    return [(m, k, *mean_sd([float(r["dev_accuracy"]) for r in rs]), statistics.mean(float(r["avg_blocks"]) for r in rs), len(rs))
+            for (m, k), rs in by.items()]
+
+
+def best_within(means: list, method: str, budget: float) -> str:
+    """The method's best mean accuracy among its points at ≤ budget blocks, as a table cell."""
+    best = max((m for m in means if m[0] == method and m[4] <= budget + 1e-9), key=lambda m: m[2], default=None)
+    return f"{100 * best[2]:.2f} ± {100 * best[3]:.2f}% at {best[4]:.2f} ({best[1]}, n {best[5]})" if best else "—"
+
+
+def summary(rows: list, task: str) -> list:
+    """Per method: the best mean dev accuracy among its knobs at ≤ 2, ≤ 3, ≤ 4 blocks."""
+    means = point_means(rows)
     lines = [f"## {task}", ""]
     lines += [f"{m[0]} full depth: {100 * m[2]:.2f} ± {100 * m[3]:.2f}% (n {m[5]})  " for m in means if m[0].startswith("plain")]
     lines += ["", "| method | ≤ 2 blocks | ≤ 3 blocks | ≤ 4 blocks |", "|---|---|---|---|"]
     for method in dict.fromkeys(m[0] for m in means if not m[0].startswith("plain")):
-        cells = []
-        for budget in (2, 3, 4):
-            fit = [m for m in means if m[0] == method and m[4] <= budget + 1e-9]
-            best = max(fit, key=lambda m: m[2], default=None)
-            cells.append(f"{100 * best[2]:.2f} ± {100 * best[3]:.2f}% at {best[4]:.2f} ({best[1]}, n {best[5]})" if best else "—")
-        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+        lines.append(f"| {method} | " + " | ".join(best_within(means, method, budget) for budget in (2, 3, 4)) + " |")
+    return lines
+
+
+def headline(rows: list, budget: float = 3) -> list:
+    """One table over the tasks: each method's best mean accuracy at ≤ budget blocks, and the
+    full-depth references."""
+    tasks = list(dict.fromkeys(r["task"] for r in rows))
+    means = {t: point_means([r for r in rows if r["task"] == t]) for t in tasks}
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    lines = [f"## At ≤ {budget:g} blocks of 6, every task", "", "| method | " + " | ".join(tasks) + " |", "|---|" + "---|" * len(tasks)]
+    for method in methods:
+        cells = [best_within(means[t], method, 6 if method.startswith("plain") else budget) for t in tasks]
+        lines.append(f"| {method}{' (6 blocks)' if method.startswith('plain') else ''} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -221,17 +244,20 @@ def main():
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     ap.add_argument("--runs", required=True, help="folder for the run folders (outside the repository)")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--name", default="tasks")
+    ap.add_argument("--name", default="tasks", help="results file names: NAME.csv, NAME.md, NAME_blocks.csv, NAME_<task>.png")
+    ap.add_argument("--results", default=str(RESULTS), help="folder for the results files")
     args = ap.parse_args()
     args.taus = [float(t) for t in args.taus.split(",")]
     args.methods = args.methods.split(",")
     torch.set_num_threads(args.threads)
-    files = {kind: RESULTS / f"{args.name}{kind}.csv" for kind in ("", "_blocks")}
+    results = Path(args.results)
+    files = {kind: results / f"{args.name}{kind}.csv" for kind in ("", "_blocks")}
     kept = {kind: list(csv.DictReader(open(f))) if f.is_file() else [] for kind, f in files.items()}
-    md = RESULTS / f"{args.name}.md"
+    md = results / f"{args.name}.md"
     commands = [line for line in (md.read_text().splitlines() if md.is_file() else []) if line.startswith("- `python benchmarks/tasks.py")]
     command = f"- `python benchmarks/tasks.py {' '.join(sys.argv[1:])}`"
-    commands = [c for c in commands if c != command] + [command]
+    seeds = [int(s) for s in args.seeds.split(",") if s]  # none: rewrite the report from the CSV files
+    commands = [c for c in commands if c != command] + ([command] if seeds else [])
     header = ["# Every method on its own recipe, one backbone, the same budget", "",
               f"Backbone {args.bert}, max length {args.max_length}; dev accuracy (the knobs and τ are read on dev), "
               "mean ± sample sd over seeds, average blocks of 6 and the knob in brackets. Made by:", "", *commands, ""]
@@ -242,23 +268,23 @@ def main():
             key = (lambda r: (r["task"], r["method"], str(r["seed"]), str(r.get("knob", r.get("block")))))
             fresh = {key(r) for r in new}
             kept[kind] = [r for r in kept[kind] if key(r) not in fresh] + new
-        lines = list(header)
+        lines = header + headline(kept[""]) + [""]
         for task in dict.fromkeys(r["task"] for r in kept[""]):
             lines += summary([r for r in kept[""] if r["task"] == task], task) + [""]
             lines += block_table([r for r in kept["_blocks"] if r["task"] == task], task) + [""]
-        write_results(args.name, kept[""], lines)
+        write_results(args.name, kept[""], lines, results)
         if kept["_blocks"]:
-            write_results(f"{args.name}_blocks", kept["_blocks"], None)
+            write_results(f"{args.name}_blocks", kept["_blocks"], None, results)
 
     def plots() -> None:
         for task in dict.fromkeys(r["task"] for r in kept[""]):
-            plot([r for r in kept[""] if r["task"] == task], task, RESULTS / f"{args.name}_{task}.png")
+            plot([r for r in kept[""] if r["task"] == task], task, results / f"{args.name}_{task}.png")
 
-    for seed in [int(s) for s in args.seeds.split(",") if s]:  # --seeds "" rewrites tasks.md from the CSV files
+    for seed in seeds:
         one_seed(args.task, seed, args, torch.device("cpu"), save)
     save([], [])
     plots()
-    print((RESULTS / f"{args.name}.md").read_text())
+    print(md.read_text())
 
 
 if __name__ == "__main__":

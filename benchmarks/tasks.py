@@ -1,7 +1,8 @@
 """Every method on its own recipe, one backbone, the same budget, several seeds: accuracy
 against blocks on one task, merged into benchmarks/results/<name>.csv (one row per task,
 method, knob, seed), <name>_blocks.csv (each block's own classifier), <name>.md (the best mean
-accuracy at ≤ 2, ≤ 3, ≤ 4 blocks of 6, and the per-block tables) and <name>_<task>.png.
+accuracy at ≤ 2, ≤ 3, ≤ 4 blocks of 6, each DACT point against the baselines at its own
+blocks, and the per-block tables) and <name>_<task>.png.
 
     python benchmarks/tasks.py --task trec --seeds 0,1,2 --epochs 3 --head-input mean --runs /tmp/tasks [--dtype bfloat16]
     python benchmarks/tasks.py --task trec --seeds ""        # only rewrite the report from the CSV files
@@ -179,6 +180,30 @@ def headline(rows: list, budget: float = 3) -> list:
     return lines
 
 
+def against_baselines(rows: list, task: str) -> list:
+    """Each DACT point next to the baselines at the same cost: the static line read at its
+    blocks (linear between k and k + 1, what running k or k + 1 blocks on a share of the
+    inputs gives) and the best DeeBERT and PABEE points at no more blocks."""
+    means = point_means(rows)
+    reads = {m[0].replace("static", "", 1) for m in means if m[0].startswith("static")}
+    lines = [f"### {task}: DACT at the baselines' cost (mean dev accuracy ± sd at average blocks)", "",
+             "| DACT point | accuracy | static line there | best DeeBERT at ≤ its blocks | best PABEE at ≤ its blocks |",
+             "|---|---|---|---|---|"]
+    for r in sorted(reads):
+        line = sorted((m[4], m[2]) for m in means if m[0] == f"static{r}")
+        dact = [m for m in means if m[0].startswith("dact") and m[0][4:].split(" (")[0].replace("-distill", "") == r]
+        for m in sorted(dact, key=lambda m: (m[0], m[4])):
+            if len(line) < 2 or not line[0][0] <= m[4] <= line[-1][0]:
+                continue
+            i = max(j for j in range(len(line) - 1) if line[j][0] <= m[4])
+            (b0, a0), (b1, a1) = line[i], line[i + 1]
+            static = a0 + (a1 - a0) * (m[4] - b0) / (b1 - b0)
+            cells = [best_within(means, f"{b}{r}", m[4]).split(" (")[0] for b in ("deebert", "pabee")]
+            lines.append(f"| {m[0]} {m[1]} | {100 * m[2]:.2f} ± {100 * m[3]:.2f}% at {m[4]:.2f} (n {m[5]}) | "
+                         f"{100 * static:.2f}% | " + " | ".join(cells) + " |")
+    return lines
+
+
 def block_table(rows: list, task: str) -> list:
     """Each method's per-block classifier accuracy, mean over seeds."""
     by = {}
@@ -271,6 +296,7 @@ def main():
         lines = header + headline(kept[""]) + [""]
         for task in dict.fromkeys(r["task"] for r in kept[""]):
             lines += summary([r for r in kept[""] if r["task"] == task], task) + [""]
+            lines += against_baselines([r for r in kept[""] if r["task"] == task], task) + [""]
             lines += block_table([r for r in kept["_blocks"] if r["task"] == task], task) + [""]
         write_results(args.name, kept[""], lines, results)
         if kept["_blocks"]:

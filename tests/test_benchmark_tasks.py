@@ -72,3 +72,20 @@ def test_the_report_is_rebuilt_from_the_csv_alone(ran):
     md.write_text(before.replace("| pabee | ", "| gone | "))
     out = tasks("--seeds", "").stdout
     assert md.read_text() == before and before.strip() in out  # the table again; no command line added for this
+
+
+def test_dact_is_read_against_the_static_line_at_its_own_blocks():
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        import tasks
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+    rows = [{"task": "t", "method": "static-mean", "knob": k, "seed": 0, "dev_accuracy": 0.80 + 0.02 * k, "avg_blocks": k}
+            for k in range(1, 7)]
+    rows.append({"task": "t", "method": "deebert-mean", "knob": 0.2, "seed": 0, "dev_accuracy": 0.9, "avg_blocks": 2.4})
+    rows += [{"task": "t", "method": "dact-mean", "knob": 0.1, "seed": s, "dev_accuracy": a, "avg_blocks": b}
+             for s, a, b in ((0, 0.85, 2.4), (1, 0.87, 2.6))]
+    rows.append({"task": "t", "method": "dact", "knob": 0.1, "seed": 0, "dev_accuracy": 0.5, "avg_blocks": 3})  # [CLS] heads: no static-cls line
+    lines = tasks.against_baselines(rows, "t")
+    assert lines[-1] == "| dact-mean 0.1 | 86.00 ± 1.41% at 2.50 (n 2) | 85.00% | 90.00 ± 0.00% at 2.40 | — |"
+    assert not any(line.startswith("| dact 0.1") for line in lines)

@@ -32,6 +32,7 @@ import statistics
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from results_files import RESULTS, default_path, write_results  # benchmarks/results_files.py
@@ -150,10 +151,13 @@ def point_means(rows: list) -> list:
             for (m, k), rs in by.items()]
 
 
-def best_within(means: list, method: str, budget: float) -> str:
-    """The method's best mean accuracy among its points at ≤ budget blocks, as a table cell."""
+def best_within(means: list, method: str, budget: float, knob: bool = True) -> str:
+    """The method's best mean accuracy among its points at ≤ budget blocks, as a table cell
+    (with its knob and number of seeds in brackets unless `knob` is False)."""
     best = max((m for m in means if m[0] == method and m[4] <= budget + 1e-9), key=lambda m: m[2], default=None)
-    return f"{100 * best[2]:.2f} ± {100 * best[3]:.2f}% at {best[4]:.2f} ({best[1]}, n {best[5]})" if best else "—"
+    if not best:
+        return "—"
+    return f"{100 * best[2]:.2f} ± {100 * best[3]:.2f}% at {best[4]:.2f}" + (f" ({best[1]}, n {best[5]})" if knob else "")
 
 
 def summary(rows: list, task: str) -> list:
@@ -195,10 +199,8 @@ def against_baselines(rows: list, task: str) -> list:
         for m in sorted(dact, key=lambda m: (m[0], m[4])):
             if len(line) < 2 or not line[0][0] <= m[4] <= line[-1][0]:
                 continue
-            i = max(j for j in range(len(line) - 1) if line[j][0] <= m[4])
-            (b0, a0), (b1, a1) = line[i], line[i + 1]
-            static = a0 + (a1 - a0) * (m[4] - b0) / (b1 - b0)
-            cells = [best_within(means, f"{b}{r}", m[4]).split(" (")[0] for b in ("deebert", "pabee")]
+            static = np.interp(m[4], *zip(*line))
+            cells = [best_within(means, f"{b}{r}", m[4], knob=False) for b in ("deebert", "pabee")]
             lines.append(f"| {m[0]} {m[1]} | {100 * m[2]:.2f} ± {100 * m[3]:.2f}% at {m[4]:.2f} (n {m[5]}) | "
                          f"{100 * static:.2f}% | " + " | ".join(cells) + " |")
     return lines

@@ -6,11 +6,14 @@ blocks, and the per-block tables) and <name>_<task>.png.
 
     python benchmarks/tasks.py --task trec --seeds 0,1,2 --epochs 3 --head-input mean --runs /tmp/tasks [--dtype bfloat16]
     python benchmarks/tasks.py --task trec --seeds ""        # only rewrite the report from the CSV files
+    python benchmarks/tasks.py --task sst2 --train-sample 10000 ...  # task "sst2-10k": a fixed 10,000-line sample of train
 
 Methods (E = --epochs of backbone training for every method):
     plain        phase 1 --blocks last, E epochs; the last block's classifier (the reference)
     static       phase 1 --blocks all, E epochs; exit at block k (the jointly trained
-                 per-block classifiers, not separately fine-tuned k-block models)
+                 per-block classifiers)
+    static-ft    separately fine-tuned k-block models: the backbone cut to its first k blocks,
+                 then plain, E epochs, for each k of --ft-blocks (not in the default methods)
     deebert      stage 1 = plain; stage 2 = the other classifiers on the frozen backbone;
                  entropy threshold sweep
     pabee        phase 1 --blocks weighted (Σ_j j·L_j / Σ_j j), E epochs; patience sweep
@@ -28,6 +31,11 @@ chosen: say so when quoting.
 
 import argparse
 import csv
+import json
+import os
+import re
+import shutil
+import random
 import statistics
 import sys
 from pathlib import Path
@@ -36,16 +44,60 @@ import numpy as np
 import torch
 
 from results_files import RESULTS, default_path, write_results  # benchmarks/results_files.py
-from tinydact.data import read_examples
+from tinydact.bert import read_checkpoint
+from tinydact.data import example_lengths, read_examples
 from tinydact.errors import TinydactError
 from tinydact.evaluate import block_accuracies, evaluate
 from tinydact.home import model_dir
-from tinydact.model import load_checkpoint
+from tinydact.model import estimate_flops, load_checkpoint
 from tinydact.tokenizer import Tokenizer
 from tinydact.train import TrainConfig, cls_cache, train
 
 DATA = {"sst2": "data/glue/SST-2", "subj": "data/subj", "agnews": "data/agnews", "trec": "data/trec"}
+METHODS = ("plain", "deebert", "static", "static-ft", "pabee", "dact", "dact-distill")
 ENTROPIES = (0.05, 0.1, 0.2, 0.3, 0.4, 0.6, 0.8)
+
+
+def sample_train(src: Path, n: int, dst: Path) -> Path:
+    """A fixed sample of `n` examples of the training file `src`, written to `dst`: the same
+    lines on every call and every machine (drawn with seed 0, whatever the run's seed), in the
+    file's order, a header line kept."""
+    lines = src.read_text(encoding="utf-8").splitlines(keepends=True)
+    header = lines[:1] if lines and lines[0].rstrip("\r\n").split("\t")[-1] == "label" else []
+    body = [line for line in lines[len(header):] if line.strip()]
+    if not 0 < n <= len(body):
+        raise TinydactError(f"--train-sample {n}: {src} has {len(body)} examples")
+    keep = sorted(random.Random(0).sample(range(len(body)), n))
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_suffix(".tmp")
+    tmp.write_text("".join(header + [body[i] for i in keep]), encoding="utf-8")
+    os.replace(tmp, dst)
+    return dst
+
+
+def first_blocks(bert: Path, k: int, dst: Path) -> Path:
+    """A copy of the BERT directory `bert` (or tinydact checkpoint) cut to its first k blocks
+    (config and weights; the tokenizer files as they are), unless `dst` holds it already."""
+    if (dst / "model.safetensors").is_file():
+        return dst
+    from safetensors.torch import save_file
+
+    config = json.loads((bert / "config.json").read_text())
+    if not 0 < k <= config["num_hidden_layers"]:
+        raise TinydactError(f"--ft-blocks {k}: {bert} has {config['num_hidden_layers']} blocks")
+    tmp = dst.with_name(dst.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for f in bert.iterdir():
+        if f.is_file() and f.name not in ("config.json", "model.safetensors", "pytorch_model.bin"):
+            shutil.copy(f, tmp / f.name)
+    (tmp / "config.json").write_text(json.dumps({**config, "num_hidden_layers": k}, indent=2))
+    kept = {key: t.contiguous() for key, t in read_checkpoint(bert).items()
+            if not (m := re.search(r"(?:^|\.)(?:layer|dact_heads)\.(\d+)\.", key)) or int(m.group(1)) < k}
+    save_file(kept, str(tmp / "model.safetensors"))
+    shutil.rmtree(dst, ignore_errors=True)
+    os.replace(tmp, dst)
+    return dst
 
 
 def run(cfg: TrainConfig, device) -> Path:
@@ -69,6 +121,15 @@ def points(path: Path, method: str, knobs, data: Path, rule: str = "paper") -> l
     return out
 
 
+def cost_of_first_blocks(path: Path, k: int, blocks: int, data: Path) -> float:
+    """FLOPs of running k blocks on every dev example, against `blocks` blocks (the backbone's
+    full depth): a k-block model's cost as a share of the full model's."""
+    model, meta = load_checkpoint(path)
+    lengths = example_lengths(read_examples(data, meta.get("task"), meta["labels"])[0], Tokenizer.from_pretrained(path), 64)
+    cfg, K = model.bert.config, model.num_labels
+    return sum(estimate_flops(cfg, t, k, K) for t in lengths) / sum(estimate_flops(cfg, t, blocks, K) for t in lengths)
+
+
 def per_block(path: Path, data: Path) -> list:
     """Dev accuracy of each block's own answer y_n (the per-block classifiers) of a checkpoint."""
     model, meta = load_checkpoint(path)
@@ -77,11 +138,19 @@ def per_block(path: Path, data: Path) -> list:
     return block_accuracies(model, states, torch.tensor([e.label for e in examples]), torch.device("cpu"))
 
 
+def task_name(task: str, sample: int) -> str:
+    """The task as the results name it: with the size of the training sample when there is one."""
+    return task if not sample else f"{task}-{sample // 1000}k" if sample % 1000 == 0 else f"{task}-{sample}"
+
+
 def one_seed(task: str, seed: int, args, device, save) -> None:
     """Every method on one seed; `save(rows, blocks)` is called after each method, so a
     stopped run keeps what it measured (and its finished run folders are reused)."""
     base = default_path(DATA[task], "run `tinydact download` for it or pass --data-dir") if not args.data_dir else Path(args.data_dir)
     train_tsv, dev = str(base / "train.tsv"), base / "dev.tsv"
+    task = task_name(task, args.train_sample)
+    if args.train_sample:
+        train_tsv = str(sample_train(base / "train.tsv", args.train_sample, Path(args.runs) / task / "train.tsv"))
     runs = Path(args.runs) / task / f"seed{seed}"
     common = dict(train=train_tsv, dev=str(dev), max_length=args.max_length, batch_size=32, seed=seed, dtype=args.dtype,
                   eval_every=0, save_every=500, head_input=args.head_input)
@@ -114,6 +183,13 @@ def one_seed(task: str, seed: int, args, device, save) -> None:
         static = phase1(f"static{reads}", blocks="all", epochs=E)
         add(f"static{reads}", points(static, "static", range(1, 7), dev))
         blocks_of(f"static{reads}", static)
+    if "static-ft" in wanted:  # separately fine-tuned k-block models (cut once per task, shared by the seeds)
+        depth = json.loads((Path(bert) / "config.json").read_text())["num_hidden_layers"]
+        for k in args.ft_blocks:
+            cut = first_blocks(Path(bert), k, runs.parent / f"{Path(bert).name}-{k}-blocks")
+            ft = run(TrainConfig(model=str(cut), out=str(runs / f"static-ft{reads}-{k}"), phase=1, blocks="last", epochs=E,
+                                 **common), device)
+            add(f"static-ft{reads}", [(k, acc, k, cost_of_first_blocks(ft, k, depth, dev)) for _, acc, _, _ in points(ft, "static", [k], dev)])
     if "pabee" in wanted:
         pabee = phase1(f"pabee{reads}", blocks="weighted", epochs=E)
         add(f"pabee{reads}", points(pabee, "pabee", range(1, 7), dev))
@@ -187,22 +263,26 @@ def headline(rows: list, budget: float = 3) -> list:
 def against_baselines(rows: list, task: str) -> list:
     """Each DACT point next to the baselines at the same cost: the static line read at its
     blocks (linear between k and k + 1, what running k or k + 1 blocks on a share of the
-    inputs gives) and the best DeeBERT and PABEE points at no more blocks."""
+    inputs gives), the same line of the separately fine-tuned k-block models where they were
+    run, and the best DeeBERT and PABEE points at no more blocks."""
     means = point_means(rows)
-    reads = {m[0].replace("static", "", 1) for m in means if m[0].startswith("static")}
+    reads = {m[0].replace("static", "", 1) for m in means if m[0].startswith("static") and not m[0].startswith("static-ft")}
     lines = [f"### {task}: DACT at the baselines' cost (mean dev accuracy ± sd at average blocks)", "",
-             "| DACT point | accuracy | static line there | best DeeBERT at ≤ its blocks | best PABEE at ≤ its blocks |",
-             "|---|---|---|---|---|"]
+             "| DACT point | accuracy | static line there | fine-tuned k-block line there | best DeeBERT at ≤ its blocks "
+             "| best PABEE at ≤ its blocks |", "|---|---|---|---|---|---|"]
+
+    def read_line(line, blocks):  # the line at `blocks` as a cell, "—" outside it
+        return f"{100 * np.interp(blocks, *zip(*line)):.2f}%" if len(line) > 1 and line[0][0] <= blocks <= line[-1][0] else "—"
+
     for r in sorted(reads):
         line = sorted((m[4], m[2]) for m in means if m[0] == f"static{r}")
+        ft = sorted((m[4], m[2]) for m in means if m[0] == f"static-ft{r}")
         dact = [m for m in means if m[0].startswith("dact") and m[0][4:].split(" (")[0].replace("-distill", "") == r]
         for m in sorted(dact, key=lambda m: (m[0], m[4])):
             if len(line) < 2 or not line[0][0] <= m[4] <= line[-1][0]:
                 continue
-            static = np.interp(m[4], *zip(*line))
-            cells = [best_within(means, f"{b}{r}", m[4], knob=False) for b in ("deebert", "pabee")]
-            lines.append(f"| {m[0]} {m[1]} | {100 * m[2]:.2f} ± {100 * m[3]:.2f}% at {m[4]:.2f} (n {m[5]}) | "
-                         f"{100 * static:.2f}% | " + " | ".join(cells) + " |")
+            cells = [read_line(line, m[4]), read_line(ft, m[4])] + [best_within(means, f"{b}{r}", m[4], knob=False) for b in ("deebert", "pabee")]
+            lines.append(f"| {m[0]} {m[1]} | {100 * m[2]:.2f} ± {100 * m[3]:.2f}% at {m[4]:.2f} (n {m[5]}) | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -256,17 +336,30 @@ def plot(rows: list, task: str, path: Path) -> None:
     plt.close(fig)
 
 
+def numbers(kind):
+    """An argparse type: a comma-separated list of `kind` (empty items skipped)."""
+    def parse(text):
+        try:
+            return [kind(x) for x in text.split(",") if x.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a comma-separated list of {kind.__name__} values: {text!r}") from None
+    return parse
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--task", choices=list(DATA), required=True)
-    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--seeds", default="0,1,2", type=numbers(int), help="seeds of the whole pipeline (\"\": only rebuild the report)")
     ap.add_argument("--epochs", type=int, default=3, help="backbone-training epochs, the same for every method")
-    ap.add_argument("--taus", default="0.05,0.1,0.2", help="DACT's τ sweep")
-    ap.add_argument("--methods", default="plain,deebert,static,pabee,dact,dact-distill", help="the methods to run")
+    ap.add_argument("--taus", default="0.05,0.1,0.2", type=numbers(float), help="DACT's τ sweep")
+    ap.add_argument("--methods", default="plain,deebert,static,pabee,dact,dact-distill", help="the methods to run (and static-ft)")
+    ap.add_argument("--ft-blocks", default="1,2,3", type=numbers(int), help="static-ft: the k of the k-block models")
     ap.add_argument("--head-input", default="cls", choices=["cls", "cls-norm", "mean"],
                     help="what every per-block classifier reads, for every method (named in the method: static-mean, ...)")
     ap.add_argument("--bert", default="all-MiniLM-L6-v2", help="BERT directory or downloaded model name")
     ap.add_argument("--data-dir", default=None, help="folder with train.tsv and dev.tsv (default: the task's in the tinydact home)")
+    ap.add_argument("--train-sample", type=int, default=0, metavar="N",
+                    help="train every method on a fixed sample of N training examples (the task is then named TASK-Nk)")
     ap.add_argument("--max-length", type=int, default=64)
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     ap.add_argument("--runs", required=True, help="folder for the run folders (outside the repository)")
@@ -274,8 +367,9 @@ def main():
     ap.add_argument("--name", default="tasks", help="results file names: NAME.csv, NAME.md, NAME_blocks.csv, NAME_<task>.png")
     ap.add_argument("--results", default=str(RESULTS), help="folder for the results files")
     args = ap.parse_args()
-    args.taus = [float(t) for t in args.taus.split(",")]
     args.methods = args.methods.split(",")
+    if unknown := set(args.methods) - set(METHODS):
+        ap.error(f"unknown method(s) {', '.join(sorted(unknown))}; known: {', '.join(METHODS)}")
     torch.set_num_threads(args.threads)
     results = Path(args.results)
     files = {kind: results / f"{args.name}{kind}.csv" for kind in ("", "_blocks")}
@@ -283,7 +377,9 @@ def main():
     md = results / f"{args.name}.md"
     commands = [line for line in (md.read_text().splitlines() if md.is_file() else []) if line.startswith("- `python benchmarks/tasks.py")]
     command = f"- `python benchmarks/tasks.py {' '.join(sys.argv[1:])}`"
-    seeds = [int(s) for s in args.seeds.split(",") if s]  # none: rewrite the report from the CSV files
+    seeds = args.seeds  # none: rewrite the report from the CSV files
+    if not seeds and not kept[""]:
+        raise TinydactError(f"no results in {files['']} to rebuild the report from: run some seeds first")
     commands = [c for c in commands if c != command] + ([command] if seeds else [])
     header = ["# Every method on its own recipe, one backbone, the same budget", "",
               f"Backbone {args.bert}, max length {args.max_length}; dev accuracy (the knobs and τ are read on dev), "

@@ -74,18 +74,75 @@ def test_the_report_is_rebuilt_from_the_csv_alone(ran):
     assert md.read_text() == before and before.strip() in out  # the table again; no command line added for this
 
 
-def test_dact_is_read_against_the_static_line_at_its_own_blocks():
+def import_tasks():
     sys.path.insert(0, str(SCRIPT.parent))
     try:
         import tasks
     finally:
         sys.path.remove(str(SCRIPT.parent))
+    return tasks
+
+
+def test_dact_is_read_against_the_static_line_at_its_own_blocks():
+    tasks = import_tasks()
     rows = [{"task": "t", "method": "static-mean", "knob": k, "seed": 0, "dev_accuracy": 0.80 + 0.02 * k, "avg_blocks": k}
             for k in range(1, 7)]
+    rows += [{"task": "t", "method": "static-ft-mean", "knob": k, "seed": 0, "dev_accuracy": 0.84 + 0.02 * k, "avg_blocks": k}
+             for k in range(1, 4)]  # separately fine-tuned k-block models: a line of their own
     rows.append({"task": "t", "method": "deebert-mean", "knob": 0.2, "seed": 0, "dev_accuracy": 0.9, "avg_blocks": 2.4})
     rows += [{"task": "t", "method": "dact-mean", "knob": 0.1, "seed": s, "dev_accuracy": a, "avg_blocks": b}
              for s, a, b in ((0, 0.85, 2.4), (1, 0.87, 2.6))]
     rows.append({"task": "t", "method": "dact", "knob": 0.1, "seed": 0, "dev_accuracy": 0.5, "avg_blocks": 3})  # [CLS] heads: no static-cls line
     lines = tasks.against_baselines(rows, "t")
-    assert lines[-1] == "| dact-mean 0.1 | 86.00 ± 1.41% at 2.50 (n 2) | 85.00% | 90.00 ± 0.00% at 2.40 | — |"
+    assert lines[-1] == "| dact-mean 0.1 | 86.00 ± 1.41% at 2.50 (n 2) | 85.00% | 89.00% | 90.00 ± 0.00% at 2.40 | — |"
     assert not any(line.startswith("| dact 0.1") for line in lines)
+
+
+def test_the_training_sample_is_fixed_and_keeps_the_header(tmp_path):
+    tasks = import_tasks()
+    src = tmp_path / "train.tsv"
+    src.write_text("sentence\tlabel\n" + "".join(f"line {i}\t{i % 2}\n" for i in range(50)) + "\n")
+    first = tasks.sample_train(src, 20, tmp_path / "a" / "train.tsv").read_text().splitlines()
+    again = tasks.sample_train(src, 20, tmp_path / "b" / "train.tsv").read_text().splitlines()
+    assert first == again and first[0] == "sentence\tlabel" and len(first) == 21
+    numbers = [int(line.split()[1]) for line in first[1:]]
+    assert numbers == sorted(set(numbers)) and numbers != list(range(20))  # file order, no repeats, not the head
+    plain = tmp_path / "plain.tsv"
+    plain.write_text("".join(f"text {i}\tsport\n" for i in range(5)))
+    assert len(tasks.sample_train(plain, 5, tmp_path / "c.tsv").read_text().splitlines()) == 5  # no header to keep
+    with pytest.raises(tasks.TinydactError, match="has 5 examples"):
+        tasks.sample_train(plain, 6, tmp_path / "d.tsv")
+    assert [tasks.task_name("sst2", n) for n in (0, 10000, 2500)] == ["sst2", "sst2-10k", "sst2-2500"]
+
+
+def test_static_ft_fine_tunes_models_cut_to_k_blocks(ran):
+    root, tasks = ran
+    tasks("--seeds", "0", "--methods", "static-ft", "--ft-blocks", "1,3")
+    got = {r["knob"]: r for r in rows(root) if r["method"] == "static-ft"}
+    static = {r["knob"]: r for r in rows(root) if r["method"] == "static" and r["seed"] == "0"}
+    assert sorted(got) == ["1", "3"] and [got[k]["avg_blocks"] for k in ("1", "3")] == ["1", "3"]
+    for k in ("1", "3"):  # the same cost as the 6-block model run to block k
+        assert float(got[k]["flops_ratio"]) == pytest.approx(float(static[k]["flops_ratio"]), rel=1e-12)
+    from tinydact.bert import read_checkpoint
+    from tinydact.model import load_checkpoint
+
+    cut = read_checkpoint(root / "runs" / "sst2" / "bert-3-blocks")
+    full = read_checkpoint(root / "bert")
+    assert set(cut) == {k for k in full if not any(f"{m}.{i}." in k for m in ("layer", "dact_heads") for i in range(3, 6))} and len(cut) < len(full)
+    assert all(torch_equal(cut[k], full[k]) for k in cut)
+    assert load_checkpoint(root / "runs" / "sst2" / "seed0" / "static-ft-3" / "final")[0].num_blocks == 3
+
+
+def torch_equal(a, b):
+    return a.shape == b.shape and bool((a == b).all())
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--seeds", ""], "Error: no results in"),
+    (["--methods", "plain,foo"], "unknown method(s) foo"),
+    (["--taus", "0.1,x"], "not a comma-separated list of float values"),
+])
+def test_bad_arguments_get_one_error_line(tmp_path, args, message):
+    r = subprocess.run([sys.executable, str(SCRIPT), "--task", "trec", "--runs", str(tmp_path / "runs"),
+                        "--results", str(tmp_path / "results"), *args], capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and message in r.stderr and "Traceback" not in r.stderr

@@ -33,9 +33,9 @@ import argparse
 import csv
 import json
 import os
+import random
 import re
 import shutil
-import random
 import statistics
 import sys
 from pathlib import Path
@@ -45,7 +45,7 @@ import torch
 
 from results_files import RESULTS, default_path, write_results  # benchmarks/results_files.py
 from tinydact.bert import read_checkpoint
-from tinydact.data import example_lengths, read_examples
+from tinydact.data import detect_task, example_lengths, header_lines, read_examples
 from tinydact.errors import TinydactError
 from tinydact.evaluate import block_accuracies, evaluate
 from tinydact.home import model_dir
@@ -63,7 +63,7 @@ def sample_train(src: Path, n: int, dst: Path) -> Path:
     lines on every call and every machine (drawn with seed 0, whatever the run's seed), in the
     file's order, a header line kept."""
     lines = src.read_text(encoding="utf-8").splitlines(keepends=True)
-    header = lines[:1] if lines and lines[0].rstrip("\r\n").split("\t")[-1] == "label" else []
+    header = lines[:header_lines(detect_task(src, lines[0]), lines[0])] if lines else []
     body = [line for line in lines[len(header):] if line.strip()]
     if not 0 < n <= len(body):
         raise TinydactError(f"--train-sample {n}: {src} has {len(body)} examples")

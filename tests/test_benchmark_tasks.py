@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import TINY_TSV, make_tiny_checkpoint
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "tasks.py"
@@ -129,12 +130,8 @@ def test_static_ft_fine_tunes_models_cut_to_k_blocks(ran):
     cut = read_checkpoint(root / "runs" / "sst2" / "bert-3-blocks")
     full = read_checkpoint(root / "bert")
     assert set(cut) == {k for k in full if not any(f"{m}.{i}." in k for m in ("layer", "dact_heads") for i in range(3, 6))} and len(cut) < len(full)
-    assert all(torch_equal(cut[k], full[k]) for k in cut)
+    assert all(torch.equal(cut[k], full[k]) for k in cut)
     assert load_checkpoint(root / "runs" / "sst2" / "seed0" / "static-ft-3" / "final")[0].num_blocks == 3
-
-
-def torch_equal(a, b):
-    return a.shape == b.shape and bool((a == b).all())
 
 
 @pytest.mark.parametrize("args, message", [

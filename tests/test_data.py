@@ -96,3 +96,8 @@ def test_real_glue_dev_files_read(task, rows):
         pytest.skip("../shared GLUE data is not here")
     ex, _, _ = read_examples(path)
     assert len(ex) == rows
+
+
+def test_a_plain_file_may_name_its_columns(tmp_path):
+    ex, task, names = read_examples(write(tmp_path, "subj/train.tsv", "text\tlabel\nan opinion\tsubj\na fact\tobj\n"))
+    assert task == "plain" and [e.text_a for e in ex] == ["an opinion", "a fact"] and sorted(names) == ["obj", "subj"]

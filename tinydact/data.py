@@ -73,6 +73,13 @@ def detect_task(path: Path, first_line: str) -> str:
     return matches[0] if matches else "plain"
 
 
+def header_lines(task: str, first_line: str) -> int:
+    """1 when a file of `task` starts with a header line (the GLUE formats, and a plain file
+    that names its columns), else 0."""
+    last = first_line.rstrip("\r\n").split("\t")[-1].strip().lower()
+    return int(FORMATS[task].header or (task == "plain" and last == "label"))
+
+
 def read_examples(path, task: str | None = None, label_names=None):
     """Read a labelled TSV. Returns (examples, task, label_names).
 
@@ -100,12 +107,8 @@ def read_examples(path, task: str | None = None, label_names=None):
             raise TinydactError(f"{path}:1: header has no column {spec!r} (task {task}; columns: {header})")
         return header.index(spec)
 
-    start = 0
+    start = header_lines(task, lines[0])  # a plain file may still name its columns
     header = lines[0].split("\t") if fmt.header else []
-    if fmt.header:
-        start = 1
-    elif task == "plain" and lines[0].split("\t")[-1].strip().lower() == "label":
-        start = 1  # a plain file may still name its columns
     ia, il = column(fmt.text_a, header), column(fmt.label, header)
     ib = None if fmt.text_b is None else column(fmt.text_b, header)
 

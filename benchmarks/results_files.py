@@ -13,11 +13,12 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def write_results(name: str, rows: list, lines: list | None, folder=RESULTS) -> None:
-    """`<name>.csv` from the rows and, unless lines is None, `<name>.md` from the lines."""
+    """`<name>.csv` from the rows (a column missing from a row is left empty) and, unless
+    lines is None, `<name>.md` from the lines."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / f"{name}.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for row in rows for k in row)))  # every row's columns
         w.writeheader()
         w.writerows(rows)
     if lines is not None:

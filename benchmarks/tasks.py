@@ -42,7 +42,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
+from precision import cpu_description  # benchmarks/precision.py
 from results_files import RESULTS, default_path, write_results  # benchmarks/results_files.py
 from tinydact.bert import read_checkpoint
 from tinydact.data import detect_task, example_lengths, header_lines, read_examples
@@ -138,15 +140,39 @@ def per_block(path: Path, data: Path) -> list:
     return block_accuracies(model, states, torch.tensor([e.label for e in examples]), torch.device("cpu"))
 
 
+def run_folder(method: str, knob=None) -> tuple:
+    """Where a results row's model lives under a seed's folder, and how it is run: (folder,
+    exit method, knob, rule). `method` is as the CSV names it (e.g. "dact-mean-distill (tight
+    rule)"), `knob` as the CSV gives it. The one place that names the run folders."""
+    rule = "tight" if method.endswith(" (tight rule)") else "paper"
+    method = method.removesuffix(" (tight rule)")
+    if method.startswith("dact"):  # dact{reads}[-distill]: the joint run of its τ
+        return f"{method}-tau{float(knob)}-joint", "dact", None, rule
+    if method.startswith("deebert"):  # stage 2 (the "2" keeps old, differently trained folders apart)
+        return f"{method}2", "deebert", float(knob), rule
+    if method.startswith("static-ft"):  # one model per k, cut to k blocks
+        return f"{method}-{int(knob)}", "static", int(knob), rule
+    if method.startswith("plain"):  # the last block's classifier at full depth
+        return method, "static", None, rule
+    if method.startswith(("static", "pabee")):
+        return method, method.split("-")[0], int(knob), rule
+    raise TinydactError(f"no run folder for method {method!r}")
+
+
 def task_name(task: str, sample: int) -> str:
     """The task as the results name it: with the size of the training sample when there is one."""
     return task if not sample else f"{task}-{sample // 1000}k" if sample % 1000 == 0 else f"{task}-{sample}"
 
 
+def data_dir(task: str, args) -> Path:
+    """The folder with the task's train.tsv and dev.tsv: --data-dir, else the tinydact home's."""
+    return default_path(DATA[task], "run `tinydact download` for it or pass --data-dir") if not args.data_dir else Path(args.data_dir)
+
+
 def one_seed(task: str, seed: int, args, device, save) -> None:
     """Every method on one seed; `save(rows, blocks)` is called after each method, so a
     stopped run keeps what it measured (and its finished run folders are reused)."""
-    base = default_path(DATA[task], "run `tinydact download` for it or pass --data-dir") if not args.data_dir else Path(args.data_dir)
+    base = data_dir(task, args)
     train_tsv, dev = str(base / "train.tsv"), base / "dev.tsv"
     task = task_name(task, args.train_sample)
     if args.train_sample:
@@ -166,32 +192,33 @@ def one_seed(task: str, seed: int, args, device, save) -> None:
         save([], [{"task": task, "method": method, "seed": seed, "block": n + 1, "dev_accuracy": acc}
                   for n, acc in enumerate(per_block(path, dev))])
 
-    def phase1(name, **kw):
-        return run(TrainConfig(model=bert, out=str(runs / name), phase=1, **{**common, **kw}), device)
+    def phase1(folder, **kw):
+        return run(TrainConfig(model=bert, out=str(runs / folder), phase=1, **{**common, **kw}), device)
 
     wanted = set(args.methods)
     if wanted & {"plain", "deebert"}:  # plain, and DeeBERT's two stages on it
-        plain = phase1(f"plain{reads}", blocks="last", epochs=E)
+        plain = phase1(run_folder(f"plain{reads}", 1)[0], blocks="last", epochs=E)
         add(f"plain{reads}", points(plain, "static", [6], dev))  # the last block's own classifier, full depth
         if "deebert" in wanted:
-            deebert = run(TrainConfig(model=str(plain), out=str(runs / f"deebert{reads}2"), phase=1, blocks="all-but-last",
-                                      freeze_backbone=True, epochs=E, cache=str(runs / f"deebert{reads}2-cache.pt"),
+            folder = runs / run_folder(f"deebert{reads}", 0)[0]
+            deebert = run(TrainConfig(model=str(plain), out=str(folder), phase=1, blocks="all-but-last",
+                                      freeze_backbone=True, epochs=E, cache=f"{folder}-cache.pt",
                                       **common), device)
             add(f"deebert{reads}", points(deebert, "deebert", ENTROPIES, dev))
             blocks_of(f"deebert{reads}", deebert)
     if "static" in wanted:  # static truncation and PABEE on their own joint losses
-        static = phase1(f"static{reads}", blocks="all", epochs=E)
+        static = phase1(run_folder(f"static{reads}", 1)[0], blocks="all", epochs=E)
         add(f"static{reads}", points(static, "static", range(1, 7), dev))
         blocks_of(f"static{reads}", static)
     if "static-ft" in wanted:  # separately fine-tuned k-block models (cut once per task, shared by the seeds)
         depth = json.loads((Path(bert) / "config.json").read_text())["num_hidden_layers"]
         for k in args.ft_blocks:
             cut = first_blocks(Path(bert), k, runs.parent / f"{Path(bert).name}-{k}-blocks")
-            ft = run(TrainConfig(model=str(cut), out=str(runs / f"static-ft{reads}-{k}"), phase=1, blocks="last", epochs=E,
+            ft = run(TrainConfig(model=str(cut), out=str(runs / run_folder(f"static-ft{reads}", k)[0]), phase=1, blocks="last", epochs=E,
                                  **common), device)
             add(f"static-ft{reads}", [(k, acc, k, cost_of_first_blocks(ft, k, depth, dev)) for _, acc, _, _ in points(ft, "static", [k], dev)])
     if "pabee" in wanted:
-        pabee = phase1(f"pabee{reads}", blocks="weighted", epochs=E)
+        pabee = phase1(run_folder(f"pabee{reads}", 1)[0], blocks="weighted", epochs=E)
         add(f"pabee{reads}", points(pabee, "pabee", range(1, 7), dev))
         blocks_of(f"pabee{reads}", pabee)
     # DACT, with and without self-distillation: E - 1 epochs of phase 1, then per τ heads only and joint
@@ -205,12 +232,71 @@ def one_seed(task: str, seed: int, args, device, save) -> None:
             heads = run(TrainConfig(model=str(p1), out=str(runs / f"{name}-tau{tau}-heads"), phase=2, tau=tau,
                                     freeze_backbone=True, epochs=3, head_lr=1e-3, cache=str(runs / f"{name}-cache.pt"),
                                     **{**common, "batch_size": 256}), device)
-            joint = run(TrainConfig(model=str(heads), out=str(runs / f"{name}-tau{tau}-joint"), phase=2, tau=tau,
+            joint = run(TrainConfig(model=str(heads), out=str(runs / run_folder(name, tau)[0]), phase=2, tau=tau,
                                     epochs=1, lr=2e-5, head_lr=5e-4, **common), device)
             for rule in ("paper", "tight"):
                 add(name, [(tau, *p[1:]) for p in points(joint, name, [None], dev, rule)], rule)
             blocks_of(f"{name} τ {tau}", joint)
         print(f"{task} seed {seed}: {name} done", flush=True)
+
+
+def wall_clock(rows: list, seeds: list, runs: Path, data: Path, budget: float, rounds: int) -> list:
+    """Seconds over dev at batch 1 of each point at ≤ `budget` mean blocks (over `rows`, one
+    task's) whose model is still in its seed's run folder, against the plain model of the same
+    seed at full depth, timed in the same process before and after every round: those rows of
+    `seeds` with "wallclock_ratio" (median point time over median plain time) and
+    "wallclock_cpu" (the machine) filled in."""
+    means = {(m[0], m[1]): m[4] for m in point_means(rows)}
+    machine = cpu_description()[0]
+    out = []
+    for seed in seeds:
+        folder = runs / f"seed{seed}"
+        wanted = [r for r in rows if r["seed"] == str(seed) and (means[(r["method"], r["knob"])] <= budget + 1e-9 or r["method"].startswith("plain"))
+                  and (folder / run_folder(r["method"], r["knob"])[0] / "final").is_dir()]
+        reference = [r for r in wanted if r["method"].startswith("plain")][:1]
+        if not reference:
+            continue
+        loaded = {}
+        for r in wanted:
+            path = folder / run_folder(r["method"], r["knob"])[0] / "final"
+            if path not in loaded:
+                model, meta = load_checkpoint(path)
+                loaded[path] = model, Tokenizer.from_pretrained(path), read_examples(data, meta.get("task"), meta["labels"])[0]
+
+        def seconds(r):
+            path, method, knob, rule = run_folder(r["method"], r["knob"])
+            model, tok, examples = loaded[folder / path / "final"]
+            knob = model.num_blocks if method == "static" and knob is None else knob
+            return evaluate(model, examples, tok, 1, 64, rule=rule, method=method, knob=knob)["seconds"]
+
+        seconds(reference[0])  # warm up
+        points = [r for r in wanted if r is not reference[0]]
+        times = {id(r): [] for r in wanted}
+        for i in tqdm(range(rounds), desc=f"seed {seed}: {len(wanted)} points at batch 1", leave=False):
+            for r in reference + points[::-1 if i % 2 else 1] + reference:  # every round between two plain timings
+                times[id(r)].append(seconds(r))
+        full = statistics.median(times[id(reference[0])])
+        out += [{**r, "wallclock_ratio": statistics.median(times[id(r)]) / full, "wallclock_cpu": machine} for r in wanted]
+    return out
+
+
+def wall_table(rows: list, task: str) -> list:
+    """The measured wall-clock ratios of a task, mean over seeds, next to blocks and FLOPs."""
+    timed = [r for r in rows if r.get("wallclock_ratio") not in (None, "")]
+    if not timed:
+        return []
+    by = {}
+    for r in timed:
+        by.setdefault((r["method"], str(r["knob"])), []).append(r)
+    lines = [f"### {task}: time at batch 1 against the plain model of the same seed (dev, float32)", "",
+             *[f"{m}  " for m in dict.fromkeys(r["wallclock_cpu"] for r in timed)], "",
+             "| method | knob | n | accuracy | blocks | FLOPs ratio | wall-clock ratio |", "|---|---|---|---|---|---|---|"]
+    for (method, knob), rs in sorted(by.items(), key=lambda kv: (kv[0][0], statistics.mean(float(r["avg_blocks"]) for r in kv[1]))):
+        acc, sd = mean_sd([100 * float(r["dev_accuracy"]) for r in rs])
+        wall, wall_sd = mean_sd([float(r["wallclock_ratio"]) for r in rs])
+        lines.append(f"| {method} | {knob} | {len(rs)} | {acc:.2f} ± {sd:.2f}% | {statistics.mean(float(r['avg_blocks']) for r in rs):.2f} | "
+                     f"{statistics.mean(float(r['flops_ratio']) for r in rs):.3f} | {wall:.3f} ± {wall_sd:.3f} |")
+    return lines
 
 
 def mean_sd(values: list) -> tuple:
@@ -364,6 +450,9 @@ def main():
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     ap.add_argument("--runs", required=True, help="folder for the run folders (outside the repository)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--wall-clock", type=int, default=0, metavar="ROUNDS",
+                    help="train nothing: time every point at ≤ 3 blocks of --seeds whose run folder is under --runs, at batch 1, "
+                         "against the plain model of its seed (ROUNDS rounds), and add the ratios to the results")
     ap.add_argument("--name", default="tasks", help="results file names: NAME.csv, NAME.md, NAME_blocks.csv, NAME_<task>.png")
     ap.add_argument("--results", default=str(RESULTS), help="folder for the results files")
     args = ap.parse_args()
@@ -396,6 +485,7 @@ def main():
             lines += summary([r for r in kept[""] if r["task"] == task], task) + [""]
             lines += against_baselines([r for r in kept[""] if r["task"] == task], task) + [""]
             lines += block_table([r for r in kept["_blocks"] if r["task"] == task], task) + [""]
+            lines += wall_table([r for r in kept[""] if r["task"] == task], task) + [""]
         write_results(args.name, kept[""], lines, results)
         if kept["_blocks"]:
             write_results(f"{args.name}_blocks", kept["_blocks"], None, results)
@@ -404,6 +494,15 @@ def main():
         for task in dict.fromkeys(r["task"] for r in kept[""]):
             plot([r for r in kept[""] if r["task"] == task], task, results / f"{args.name}_{task}.png")
 
+    if args.wall_clock:
+        task = task_name(args.task, args.train_sample)
+        rows = [r for r in kept[""] if r["task"] == task]
+        timed = wall_clock(rows, seeds, Path(args.runs) / task, data_dir(args.task, args) / "dev.tsv", 3, args.wall_clock)
+        if not timed:
+            raise TinydactError(f"nothing to time: no run folders of {task}'s points (seeds {seeds}, with their plain model) "
+                                f"under {Path(args.runs) / task}")
+        seeds = []  # nothing to train
+        save(timed, [])
     for seed in seeds:
         one_seed(args.task, seed, args, torch.device("cpu"), save)
     save([], [])

@@ -143,3 +143,32 @@ def test_bad_arguments_get_one_error_line(tmp_path, args, message):
     r = subprocess.run([sys.executable, str(SCRIPT), "--task", "trec", "--runs", str(tmp_path / "runs"),
                         "--results", str(tmp_path / "results"), *args], capture_output=True, text=True, timeout=120)
     assert r.returncode != 0 and message in r.stderr and "Traceback" not in r.stderr
+
+
+def test_every_row_names_its_own_run_folder(ran):
+    root, tasks = ran
+    tasks_module = import_tasks()
+    for r in rows(root):
+        folder = root / "runs" / "sst2" / f"seed{r['seed']}" / tasks_module.run_folder(r["method"], r["knob"])[0] / "final"
+        assert (folder / "model.safetensors").is_file(), (r["method"], r["knob"], folder)
+    assert tasks_module.run_folder("dact-mean-distill (tight rule)", "0.1") == ("dact-mean-distill-tau0.1-joint", "dact", None, "tight")
+    assert tasks_module.run_folder("pabee-mean", "2") == ("pabee-mean", "pabee", 2, "paper")
+
+
+def test_wall_clock_times_the_points_of_the_seeds_asked(ran):
+    root, tasks = ran
+    before = rows(root)
+    tasks("--seeds", "1", "--wall-clock", "1")
+    after = rows(root)
+    assert len(after) == len(before)  # filled in, not appended
+    timed = [r for r in after if r["wallclock_ratio"]]
+    assert timed and {r["seed"] for r in timed} == {"1"}
+    assert [float(r["wallclock_ratio"]) for r in timed if r["method"] == "plain"] == [1.0]  # the reference itself
+    assert all(float(r["wallclock_ratio"]) > 0 and r["wallclock_cpu"].startswith("CPU: ") for r in timed)
+    static = {r["knob"] for r in timed if r["method"] == "static"}
+    assert static == {"1", "2", "3"}  # the points at ≤ 3 blocks only
+    md = (root / "results" / "tasks.md").read_text()
+    assert "time at batch 1 against the plain model" in md and "| static | 2 | 1 |" in md
+    r = subprocess.run([sys.executable, str(SCRIPT), "--task", "sst2", "--seeds", "7", "--wall-clock", "1", "--runs", str(root / "runs"),
+                        "--data-dir", str(root / "data"), "--results", str(root / "results")], capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and "Error: nothing to time" in r.stderr and "Traceback" not in r.stderr

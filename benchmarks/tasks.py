@@ -7,6 +7,7 @@ blocks, and the per-block tables) and <name>_<task>.png.
     python benchmarks/tasks.py --task trec --seeds 0,1,2 --epochs 3 --head-input mean --runs /tmp/tasks [--dtype bfloat16]
     python benchmarks/tasks.py --task trec --seeds ""        # only rewrite the report from the CSV files
     python benchmarks/tasks.py --task sst2 --train-sample 10000 ...  # task "sst2-10k": a fixed 10,000-line sample of train
+    python benchmarks/tasks.py --task agnews --seeds 1,2 --wall-clock 3 --runs /tmp/tasks  # time the kept runs at batch 1
 
 Methods (E = --epochs of backbone training for every method):
     plain        phase 1 --blocks last, E epochs; the last block's classifier (the reference)
@@ -22,6 +23,10 @@ Methods (E = --epochs of backbone training for every method):
     dact-distill the same with self-distillation in phase 1 (--distill 0.9, T 3; our option)
 --head-input (our option) sets what every method's per-block classifiers read; a method's
 name carries it when it is not [CLS] (static-mean, dact-mean, dact-mean-distill, ...).
+
+--wall-clock trains nothing: it times each point at ≤ 3 blocks whose run folder is still under
+--runs, at batch 1 over dev, against the plain model of the same seed, and fills the CSV's
+wallclock_ratio and wallclock_cpu columns (empty where not measured).
 
 Finished run folders under --runs are reused, so a stopped run picks up where it was, and the
 results are saved after every method. Data: data/<task>/{train,dev}.tsv (data/glue/SST-2 for

@@ -402,7 +402,7 @@ def plot(rows: list, task: str, path: Path) -> None:
         by.setdefault(r["method"], {}).setdefault(str(r["knob"]), []).append((float(r["avg_blocks"]), 100 * float(r["dev_accuracy"])))
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
     bases = list(dict.fromkeys(m.replace(" (tight rule)", "") for m in by))  # a method and its tight rule share a colour
-    color = dict(zip(bases, plt.cm.tab10.colors * 2))
+    color = dict(zip(bases, (plt.cm.tab10.colors + plt.cm.Dark2.colors) * 2))  # 18 distinct colours before any repeats
     top = max(a for pts in by.values() for runs in pts.values() for _, a in runs)
     for method, knobs in by.items():
         pts = sorted((statistics.mean(b for b, _ in runs), *mean_sd([a for _, a in runs])) for runs in knobs.values())

@@ -157,8 +157,8 @@ def run_folder(method: str, knob=None) -> tuple:
         return f"{method}2", "deebert", float(knob), rule
     if method.startswith("static-ft"):  # one model per k, cut to k blocks
         return f"{method}-{int(knob)}", "static", int(knob), rule
-    if method.startswith("plain"):  # the last block's classifier at full depth
-        return method, "static", None, rule
+    if method.startswith("plain"):  # the last block's classifier, run to its knob: full depth
+        return method, "static", int(knob), rule
     if method.startswith(("static", "pabee")):
         return method, method.split("-")[0], int(knob), rule
     raise TinydactError(f"no run folder for method {method!r}")
@@ -256,22 +256,22 @@ def wall_clock(rows: list, seeds: list, runs: Path, data: Path, budget: float, r
     out = []
     for seed in seeds:
         folder = runs / f"seed{seed}"
-        wanted = [r for r in rows if r["seed"] == str(seed) and (means[(r["method"], r["knob"])] <= budget + 1e-9 or r["method"].startswith("plain"))
-                  and (folder / run_folder(r["method"], r["knob"])[0] / "final").is_dir()]
+        where = {id(r): run_folder(r["method"], r["knob"]) for r in rows if r["seed"] == str(seed)}  # (folder, method, knob, rule)
+        wanted = [r for r in rows if id(r) in where and (folder / where[id(r)][0] / "final").is_dir()
+                  and (means[(r["method"], str(r["knob"]))] <= budget + 1e-9 or r["method"].startswith("plain"))]
         reference = [r for r in wanted if r["method"].startswith("plain")][:1]
         if not reference:
             continue
         loaded = {}
         for r in wanted:
-            path = folder / run_folder(r["method"], r["knob"])[0] / "final"
+            path = folder / where[id(r)][0] / "final"
             if path not in loaded:
                 model, meta = load_checkpoint(path)
                 loaded[path] = model, Tokenizer.from_pretrained(path), read_examples(data, meta.get("task"), meta["labels"])[0]
 
         def seconds(r):
-            path, method, knob, rule = run_folder(r["method"], r["knob"])
+            path, method, knob, rule = where[id(r)]
             model, tok, examples = loaded[folder / path / "final"]
-            knob = model.num_blocks if method == "static" and knob is None else knob
             return evaluate(model, examples, tok, 1, 64, rule=rule, method=method, knob=knob)["seconds"]
 
         seconds(reference[0])  # warm up

@@ -153,6 +153,7 @@ def test_every_row_names_its_own_run_folder(ran):
         assert (folder / "model.safetensors").is_file(), (r["method"], r["knob"], folder)
     assert tasks_module.run_folder("dact-mean-distill (tight rule)", "0.1") == ("dact-mean-distill-tau0.1-joint", "dact", None, "tight")
     assert tasks_module.run_folder("pabee-mean", "2") == ("pabee-mean", "pabee", 2, "paper")
+    assert tasks_module.run_folder("plain-mean", "6") == ("plain-mean", "static", 6, "paper")
 
 
 def test_wall_clock_times_the_points_of_the_seeds_asked(ran):

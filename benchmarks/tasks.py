@@ -355,9 +355,11 @@ def against_baselines(rows: list, task: str) -> list:
     """Each DACT point next to the baselines at the same cost: the static line read at its
     blocks (linear between k and k + 1, what running k or k + 1 blocks on a share of the
     inputs gives), the same line of the separately fine-tuned k-block models where they were
-    run, and the best DeeBERT and PABEE points at no more blocks."""
+    run, and the best DeeBERT and PABEE points at no more blocks ("—" where a baseline was
+    not run or has no point there)."""
     means = point_means(rows)
-    reads = {m[0].replace("static", "", 1) for m in means if m[0].startswith("static") and not m[0].startswith("static-ft")}
+    names = {m[0] for m in means}
+    reads = {m[0][4:].split(" (")[0].replace("-distill", "", 1) for m in means if m[0].startswith("dact")}  # "-mean", ...
     lines = [f"### {task}: DACT at the baselines' cost (mean dev accuracy ± sd at average blocks)", "",
              "| DACT point | accuracy | static line there | fine-tuned k-block line there | best DeeBERT at ≤ its blocks "
              "| best PABEE at ≤ its blocks |", "|---|---|---|---|---|---|"]
@@ -366,12 +368,12 @@ def against_baselines(rows: list, task: str) -> list:
         return f"{100 * np.interp(blocks, *zip(*line)):.2f}%" if len(line) > 1 and line[0][0] <= blocks <= line[-1][0] else "—"
 
     for r in sorted(reads):
+        if not names & {f"{b}{r}" for b in ("static", "static-ft", "deebert", "pabee")}:
+            continue  # no baseline whose classifiers read what these DACT modules read
         line = sorted((m[4], m[2]) for m in means if m[0] == f"static{r}")
         ft = sorted((m[4], m[2]) for m in means if m[0] == f"static-ft{r}")
-        dact = [m for m in means if m[0].startswith("dact") and m[0][4:].split(" (")[0].replace("-distill", "") == r]
+        dact = [m for m in means if m[0].startswith("dact") and m[0][4:].split(" (")[0].replace("-distill", "", 1) == r]
         for m in sorted(dact, key=lambda m: (m[0], m[4])):
-            if len(line) < 2 or not line[0][0] <= m[4] <= line[-1][0]:
-                continue
             cells = [read_line(line, m[4]), read_line(ft, m[4])] + [best_within(means, f"{b}{r}", m[4], knob=False) for b in ("deebert", "pabee")]
             lines.append(f"| {m[0]} {m[1]} | {100 * m[2]:.2f} ± {100 * m[3]:.2f}% at {m[4]:.2f} (n {m[5]}) | " + " | ".join(cells) + " |")
     return lines

@@ -359,7 +359,9 @@ def against_baselines(rows: list, task: str) -> list:
     not run or has no point there)."""
     means = point_means(rows)
     names = {m[0] for m in means}
-    reads = {m[0][4:].split(" (")[0].replace("-distill", "", 1) for m in means if m[0].startswith("dact")}  # "-mean", ...
+    dacts = [m for m in means if m[0].startswith("dact")]
+    reads_of = (lambda method: method[4:].split(" (")[0].replace("-distill", "", 1))  # "dact-mean-distill (tight rule)": "-mean"
+    reads = {reads_of(m[0]) for m in dacts}
     lines = [f"### {task}: DACT at the baselines' cost (mean dev accuracy ± sd at average blocks)", "",
              "| DACT point | accuracy | static line there | fine-tuned k-block line there | best DeeBERT at ≤ its blocks "
              "| best PABEE at ≤ its blocks |", "|---|---|---|---|---|---|"]
@@ -372,8 +374,7 @@ def against_baselines(rows: list, task: str) -> list:
             continue  # no baseline whose classifiers read what these DACT modules read
         line = sorted((m[4], m[2]) for m in means if m[0] == f"static{r}")
         ft = sorted((m[4], m[2]) for m in means if m[0] == f"static-ft{r}")
-        dact = [m for m in means if m[0].startswith("dact") and m[0][4:].split(" (")[0].replace("-distill", "", 1) == r]
-        for m in sorted(dact, key=lambda m: (m[0], m[4])):
+        for m in sorted((m for m in dacts if reads_of(m[0]) == r), key=lambda m: (m[0], m[4])):
             cells = [read_line(line, m[4]), read_line(ft, m[4])] + [best_within(means, f"{b}{r}", m[4], knob=False) for b in ("deebert", "pabee")]
             lines.append(f"| {m[0]} {m[1]} | {100 * m[2]:.2f} ± {100 * m[3]:.2f}% at {m[4]:.2f} (n {m[5]}) | " + " | ".join(cells) + " |")
     return lines

@@ -145,12 +145,20 @@ def per_block(path: Path, data: Path) -> list:
     return block_accuracies(model, states, torch.tensor([e.label for e in examples]), torch.device("cpu"))
 
 
+TIGHT = " (tight rule)"  # a method's name in the results ends with this when its points use the tight rule
+
+
+def rule_of(method: str) -> tuple:
+    """A results method name split into the method and its halting rule: "dact-mean (tight
+    rule)" -> ("dact-mean", "tight")."""
+    return (method.removesuffix(TIGHT), "tight") if method.endswith(TIGHT) else (method, "paper")
+
+
 def run_folder(method: str, knob=None) -> tuple:
     """Where a results row's model lives under a seed's folder, and how it is run: (folder,
     exit method, knob, rule). `method` is as the CSV names it (e.g. "dact-mean-distill (tight
     rule)"), `knob` as the CSV gives it. The one place that names the run folders."""
-    rule = "tight" if method.endswith(" (tight rule)") else "paper"
-    method = method.removesuffix(" (tight rule)")
+    method, rule = rule_of(method)
     if method.startswith("dact"):  # dact{reads}[-distill]: the joint run of its τ
         return f"{method}-tau{float(knob)}-joint", "dact", None, rule
     if method.startswith("deebert"):  # stage 2 (the "2" keeps old, differently trained folders apart)
@@ -190,7 +198,7 @@ def one_seed(task: str, seed: int, args, device, save) -> None:
     reads = "" if args.head_input == "cls" else f"-{args.head_input}"  # every classifier reads the same: the name says which
 
     def add(method, pts, rule="paper"):
-        save([{"task": task, "method": method if rule == "paper" else f"{method} (tight rule)", "knob": knob, "seed": seed,
+        save([{"task": task, "method": method if rule == "paper" else method + TIGHT, "knob": knob, "seed": seed,
                "dev_accuracy": acc, "avg_blocks": blocks, "flops_ratio": flops} for knob, acc, blocks, flops in pts], [])
 
     def blocks_of(method, path):
@@ -360,7 +368,7 @@ def against_baselines(rows: list, task: str) -> list:
     means = point_means(rows)
     names = {m[0] for m in means}
     dacts = [m for m in means if m[0].startswith("dact")]
-    reads_of = (lambda method: method[4:].split(" (")[0].replace("-distill", "", 1))  # "dact-mean-distill (tight rule)": "-mean"
+    reads_of = (lambda method: rule_of(method)[0][4:].replace("-distill", "", 1))  # "dact-mean-distill (tight rule)": "-mean"
     reads = {reads_of(m[0]) for m in dacts}
     lines = [f"### {task}: DACT at the baselines' cost (mean dev accuracy ± sd at average blocks)", "",
              "| DACT point | accuracy | static line there | fine-tuned k-block line there | best DeeBERT at ≤ its blocks "
@@ -404,13 +412,13 @@ def plot(rows: list, task: str, path: Path) -> None:
     for r in rows:
         by.setdefault(r["method"], {}).setdefault(str(r["knob"]), []).append((float(r["avg_blocks"]), 100 * float(r["dev_accuracy"])))
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
-    bases = list(dict.fromkeys(m.replace(" (tight rule)", "") for m in by))  # a method and its tight rule share a colour
+    bases = list(dict.fromkeys(rule_of(m)[0] for m in by))  # a method and its tight rule share a colour
     color = dict(zip(bases, (plt.cm.tab10.colors + plt.cm.Dark2.colors) * 2))  # 18 distinct colours before any repeats
     top = max(a for pts in by.values() for runs in pts.values() for _, a in runs)
     for method, knobs in by.items():
         pts = sorted((statistics.mean(b for b, _ in runs), *mean_sd([a for _, a in runs])) for runs in knobs.values())
         for ax in axes:
-            c = color[method.replace(" (tight rule)", "")]
+            c = color[rule_of(method)[0]]
             if method.startswith("plain"):
                 ax.axhline(pts[0][1], color=c, ls=":", lw=1.2, label=f"{method}, 6 blocks")
             else:

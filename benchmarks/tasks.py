@@ -29,7 +29,8 @@ name carries it when it is not [CLS] (static-mean, dact-mean, dact-mean-distill,
 wallclock_ratio and wallclock_cpu columns (empty where not measured).
 
 Finished run folders under --runs are reused, so a stopped run picks up where it was, and the
-results are saved after every method. Data: data/<task>/{train,dev}.tsv (data/glue/SST-2 for
+results are saved after every method. A finished run keeps only final/ (and best/, log.jsonl):
+its resume state is removed unless --keep-states. Data: data/<task>/{train,dev}.tsv (data/glue/SST-2 for
 sst2) in $TINYDACT_HOME or ~/.cache/tinydact. Dev is where the knobs are read and where τ is
 chosen: say so when quoting.
 """
@@ -107,12 +108,17 @@ def first_blocks(bert: Path, k: int, dst: Path) -> Path:
     return dst
 
 
-def run(cfg: TrainConfig, device) -> Path:
-    """Train one phase into cfg.out unless a finished run is there already; its final/."""
+def run(cfg: TrainConfig, device, keep_state: bool = False) -> Path:
+    """Train one phase into cfg.out unless a finished run is there already; its final/. A
+    finished run is reused from final/ alone, so its resume state (state.pt, the weights
+    twice over plus the optimizer's) is removed unless `keep_state`: a task's seeds would
+    otherwise leave tens of them."""
     out = Path(cfg.out)
     if not (out / "final" / "model.safetensors").is_file():
         resume = (out / "state.pt").is_file()
         train(cfg, device, resume=resume, quiet=True, overwrite=not resume)
+    if not keep_state:
+        (out / "state.pt").unlink(missing_ok=True)
     return out / "final"
 
 
@@ -205,8 +211,11 @@ def one_seed(task: str, seed: int, args, device, save) -> None:
         save([], [{"task": task, "method": method, "seed": seed, "block": n + 1, "dev_accuracy": acc}
                   for n, acc in enumerate(per_block(path, dev))])
 
+    def fit(cfg):
+        return run(cfg, device, args.keep_states)
+
     def phase1(folder, **kw):
-        return run(TrainConfig(model=bert, out=str(runs / folder), phase=1, **{**common, **kw}), device)
+        return fit(TrainConfig(model=bert, out=str(runs / folder), phase=1, **{**common, **kw}))
 
     wanted = set(args.methods)
     if wanted & {"plain", "deebert"}:  # plain, and DeeBERT's two stages on it
@@ -214,9 +223,9 @@ def one_seed(task: str, seed: int, args, device, save) -> None:
         add(f"plain{reads}", points(plain, "static", [6], dev))  # the last block's own classifier, full depth
         if "deebert" in wanted:
             folder = runs / run_folder(f"deebert{reads}", 0)[0]
-            deebert = run(TrainConfig(model=str(plain), out=str(folder), phase=1, blocks="all-but-last",
+            deebert = fit(TrainConfig(model=str(plain), out=str(folder), phase=1, blocks="all-but-last",
                                       freeze_backbone=True, epochs=E, cache=f"{folder}-cache.pt",
-                                      **common), device)
+                                      **common))
             add(f"deebert{reads}", points(deebert, "deebert", ENTROPIES, dev))
             blocks_of(f"deebert{reads}", deebert)
     if "static" in wanted:  # static truncation and PABEE on their own joint losses
@@ -227,8 +236,8 @@ def one_seed(task: str, seed: int, args, device, save) -> None:
         depth = json.loads((Path(bert) / "config.json").read_text())["num_hidden_layers"]
         for k in args.ft_blocks:
             cut = first_blocks(Path(bert), k, runs.parent / f"{Path(bert).name}-{k}-blocks")
-            ft = run(TrainConfig(model=str(cut), out=str(runs / run_folder(f"static-ft{reads}", k)[0]), phase=1, blocks="last", epochs=E,
-                                 **common), device)
+            ft = fit(TrainConfig(model=str(cut), out=str(runs / run_folder(f"static-ft{reads}", k)[0]), phase=1, blocks="last", epochs=E,
+                                 **common))
             add(f"static-ft{reads}", [(k, acc, k, cost_of_first_blocks(ft, k, depth, dev)) for _, acc, _, _ in points(ft, "static", [k], dev)])
     if "pabee" in wanted:
         pabee = phase1(run_folder(f"pabee{reads}", 1)[0], blocks="weighted", epochs=E)
@@ -242,11 +251,11 @@ def one_seed(task: str, seed: int, args, device, save) -> None:
         p1 = phase1(f"{name}-p1", blocks="all", epochs=E - 1, **extra)
         blocks_of(f"{name} phase 1", p1)
         for tau in args.taus:
-            heads = run(TrainConfig(model=str(p1), out=str(runs / f"{name}-tau{tau}-heads"), phase=2, tau=tau,
+            heads = fit(TrainConfig(model=str(p1), out=str(runs / f"{name}-tau{tau}-heads"), phase=2, tau=tau,
                                     freeze_backbone=True, epochs=3, head_lr=1e-3, cache=str(runs / f"{name}-cache.pt"),
-                                    **{**common, "batch_size": 256}), device)
-            joint = run(TrainConfig(model=str(heads), out=str(runs / run_folder(name, tau)[0]), phase=2, tau=tau,
-                                    epochs=1, lr=2e-5, head_lr=5e-4, **common), device)
+                                    **{**common, "batch_size": 256}))
+            joint = fit(TrainConfig(model=str(heads), out=str(runs / run_folder(name, tau)[0]), phase=2, tau=tau,
+                                    epochs=1, lr=2e-5, head_lr=5e-4, **common))
             for rule in ("paper", "tight"):
                 add(name, [(tau, *p[1:]) for p in points(joint, name, [None], dev, rule)], rule)
             blocks_of(f"{name} τ {tau}", joint)
@@ -450,7 +459,7 @@ def numbers(kind):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--task", choices=list(DATA), required=True)
+    ap.add_argument("--task", choices=list(DATA), required=True, help="the task whose train.tsv and dev.tsv to use")
     ap.add_argument("--seeds", default="0,1,2", type=numbers(int), help="seeds of the whole pipeline (\"\": only rebuild the report)")
     ap.add_argument("--epochs", type=int, default=3, help="backbone-training epochs, the same for every method")
     ap.add_argument("--taus", default="0.05,0.1,0.2", type=numbers(float), help="DACT's τ sweep")
@@ -462,10 +471,13 @@ def main():
     ap.add_argument("--data-dir", default=None, help="folder with train.tsv and dev.tsv (default: the task's in the tinydact home)")
     ap.add_argument("--train-sample", type=int, default=0, metavar="N",
                     help="train every method on a fixed sample of N training examples (the task is then named TASK-Nk)")
-    ap.add_argument("--max-length", type=int, default=64)
-    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    ap.add_argument("--max-length", type=int, default=64, help="tokens per example, the same for every method")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
+                    help="training precision (bfloat16: autocast on the matrix products)")
     ap.add_argument("--runs", required=True, help="folder for the run folders (outside the repository)")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2, help="CPU threads for training and evaluation")
+    ap.add_argument("--keep-states", action="store_true",
+                    help="keep each finished run's resume state (state.pt); by default it is removed once final/ is written")
     ap.add_argument("--wall-clock", type=int, default=0, metavar="ROUNDS",
                     help="train nothing: time every point at ≤ 3 blocks of --seeds whose run folder is under --runs, at batch 1, "
                          "against the plain model of its seed (ROUNDS rounds), and add the ratios to the results")

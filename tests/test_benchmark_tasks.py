@@ -54,6 +54,13 @@ def test_every_method_on_every_seed(ran):
     md = (root / "results" / "tasks.md").read_text()
     assert "| static | " in md and "plain full depth:" in md and "(n 2)" in md
     assert (root / "results" / "tasks_sst2.png").stat().st_size > 1000
+    assert not list((root / "runs").rglob("state.pt"))  # finished runs are reused from final/ alone
+
+
+def test_keep_states_keeps_the_resume_state_of_finished_runs(ran):
+    root, tasks = ran
+    tasks("--seeds", "2", "--methods", "plain", "--keep-states")
+    assert (root / "runs" / "sst2" / "seed2" / "plain" / "state.pt").is_file()
 
 
 def test_a_rerun_reuses_runs_and_replaces_its_rows(ran):

@@ -30,9 +30,9 @@ wallclock_ratio and wallclock_cpu columns (empty where not measured).
 
 Finished run folders under --runs are reused, so a stopped run picks up where it was, and the
 results are saved after every method. A finished run keeps only final/ (and best/, log.jsonl):
-its resume state is removed unless --keep-states. Data: data/<task>/{train,dev}.tsv (data/glue/SST-2 for
-sst2) in $TINYDACT_HOME or ~/.cache/tinydact. Dev is where the knobs are read and where τ is
-chosen: say so when quoting.
+its resume state is removed unless --keep-states. Data: data/<task>/{train,dev}.tsv
+(data/glue/SST-2 for sst2) in $TINYDACT_HOME or ~/.cache/tinydact. Dev is where the knobs are
+read and where τ is chosen: say so when quoting.
 """
 
 import argparse
@@ -110,9 +110,9 @@ def first_blocks(bert: Path, k: int, dst: Path) -> Path:
 
 def run(cfg: TrainConfig, device, keep_state: bool = False) -> Path:
     """Train one phase into cfg.out unless a finished run is there already; its final/. A
-    finished run is reused from final/ alone, so its resume state (state.pt, the weights
-    twice over plus the optimizer's) is removed unless `keep_state`: a task's seeds would
-    otherwise leave tens of them."""
+    finished run is reused from final/ alone, so its resume state (state.pt: the weights and
+    the optimizer's two moments, three times the model) is removed unless `keep_state`: a
+    task's seeds would otherwise leave tens of them."""
     out = Path(cfg.out)
     if not (out / "final" / "model.safetensors").is_file():
         resume = (out / "state.pt").is_file()

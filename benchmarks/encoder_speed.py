@@ -42,7 +42,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", nargs="?", default=None,
                         help="BERT directory or downloaded model name (default: models/all-MiniLM-L6-v2 in the tinydact home)")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2,
+                        help="torch threads (default 2: the published encoder_speed.txt was timed at 2 on a quiet 2-core machine)")
     parser.add_argument("--repeats", type=int, default=9, help="timed repeats per model and shape (median reported)")
     parser.add_argument("--hf-attention", nargs="+", default=["sdpa", "eager"], help="transformers attn_implementation(s)")
     args = parser.parse_args()

@@ -24,6 +24,7 @@ from tinydact.data import batch_plan, encode_batch, example_lengths, read_exampl
 from tinydact.errors import TinydactError
 from tinydact.home import model_dir, shipped_model
 from tinydact.model import load_checkpoint
+from tinydact.options import RULES
 from tinydact.tokenizer import Tokenizer
 
 
@@ -35,8 +36,9 @@ def main():
     ap.add_argument("--batch-sizes", default="1,64")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--limit", type=int, default=0, help="use only the first N examples (0: all)")
-    ap.add_argument("--rule", default="paper")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rule", default="paper", choices=RULES)
+    ap.add_argument("--threads", type=int, default=2,
+                    help="torch threads (default 2: halting_speed_2threads.txt; halting_speed_1thread.txt used --threads 1)")
     ap.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     args = ap.parse_args()
     device = resolve_device(args.device)

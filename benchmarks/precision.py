@@ -3,7 +3,7 @@
 batch 1 and 64 (time, accuracy, blocks, predictions changed), and training throughput
 (tokens/s, the DACT loss with AdamW, bfloat16 under torch.autocast with float32 weights).
 
-    python benchmarks/precision.py [--bert MODEL] [--model DACT_MODEL] [--data DEV_TSV] [--name NAME]
+    python benchmarks/precision.py [--bert MODEL] [--model DACT_MODEL] [--data DEV_TSV] [--name NAME --results FOLDER]
 
 bfloat16 pays off only where the hardware multiplies it: AVX512-BF16 or AMX on a CPU (the
 first lines say which flags this CPU has), and on GPUs. Elsewhere it is slower, and the
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from results_files import RESULTS, default_path  # benchmarks/results_files.py
+from results_files import default_path  # benchmarks/results_files.py
 from tinydact.data import read_examples
 from tinydact.dact import dact_loss
 from tinydact.errors import TinydactError
@@ -144,11 +144,14 @@ def main():
     ap.add_argument("--bert", default=None, help="BERT directory or downloaded model name (default: models/all-MiniLM-L6-v2)")
     ap.add_argument("--model", default=None, help="DACT-BERT checkpoint to evaluate (default: the shipped model)")
     ap.add_argument("--data", default=None, help="dev TSV (default: data/glue/SST-2/dev.tsv in the tinydact home)")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2, help="torch threads (default 2: precision_cpu_epyc.md was measured at 2)")
     ap.add_argument("--repeats", type=int, default=7, help="timed repeats per encoder measurement (median)")
     ap.add_argument("--train-steps", type=int, default=6, help="timed training steps per dtype (median)")
-    ap.add_argument("--name", default=None, help="also write benchmarks/results/NAME.md and .csv")
+    ap.add_argument("--name", default=None, help="also write NAME.md and NAME.csv into --results")
+    ap.add_argument("--results", default=None, help="folder for --name's files (benchmarks/results holds the published ones)")
     args = ap.parse_args()
+    if args.name and not args.results:
+        ap.error("--name needs --results, the folder to write into")
     torch.set_num_threads(args.threads)
     bert = model_dir(args.bert) if args.bert else default_path("models/all-MiniLM-L6-v2", "pass --bert")
     data = Path(args.data) if args.data else default_path("data/glue/SST-2", "pass --data") / "dev.tsv"
@@ -170,7 +173,7 @@ def main():
     if args.name:
         from results_files import write_results
 
-        write_results(args.name, rows, lines, RESULTS)
+        write_results(args.name, rows, lines, args.results)
 
 
 if __name__ == "__main__":

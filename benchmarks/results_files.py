@@ -1,7 +1,7 @@
 """What the benchmark scripts share: `write_results`, the one way they write their results,
-`<name>.csv` (one row per dict) and `<name>.md` (the lines given), in benchmarks/results/
-unless told otherwise; `default_path`, the one way they find a model or data set that was
-not passed on the command line."""
+`<name>.csv` (one row per dict) and `<name>.md` (the lines given), in the folder their
+`--results` names (no default: benchmarks/results/ holds the published ones); `default_path`,
+the one way they find a model or data set that was not passed on the command line."""
 
 import csv
 import sys
@@ -9,10 +9,8 @@ from pathlib import Path
 
 from tinydact.home import locate, search_path
 
-RESULTS = Path(__file__).resolve().parent / "results"
 
-
-def write_results(name: str, rows: list, lines: list | None, folder=RESULTS) -> None:
+def write_results(name: str, rows: list, lines: list | None, folder) -> None:
     """`<name>.csv` from the rows (a column missing from a row is left empty) and, unless
     lines is None, `<name>.md` from the lines."""
     folder = Path(folder)

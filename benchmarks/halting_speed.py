@@ -28,6 +28,44 @@ from tinydact.options import RULES
 from tinydact.tokenizer import Tokenizer
 
 
+def halting_against_full(model, examples, gold, lengths, tok, bs: int, args, device) -> None:
+    """Time `model.predict` over `examples` at batch size `bs` with halting and at full depth,
+    alternating, and print each mode's accuracy, blocks and times, and their ratio."""
+    encoded = [([t.to(device) for t in enc], y, idx) for enc, y, idx in
+               (encode_batch(examples, idx, tok, 128) for idx in batch_plan(lengths, bs))]
+
+    def run(halt):
+        pred, blocks = torch.empty_like(gold), torch.empty_like(gold)
+        start = time.perf_counter()
+        for enc, _, idx in encoded:
+            labels, _, used = model.predict(*enc, halt=halt, rule=args.rule)
+            pred[idx], blocks[idx] = labels.cpu(), used.cpu()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - start, pred, blocks
+
+    with torch.inference_mode():
+        run(True), run(False)  # warm-up
+        times = {True: [], False: []}
+        for _ in range(args.repeats):
+            for halt in (True, False):  # alternate, so drifts in machine speed hit both
+                seconds, pred, blocks = run(halt)
+                times[halt].append(seconds)
+                results = (pred, blocks)
+                if halt:
+                    halt_pred, halt_blocks = results
+                else:
+                    full_pred, full_blocks = results
+    assert torch.equal(halt_pred, full_pred), "early exit changed a prediction"
+    for halt, pred, blocks in ((True, halt_pred, halt_blocks), (False, full_pred, full_blocks)):
+        acc = (pred == gold).float().mean().item()
+        runs = " ".join(f"{t:.2f}" for t in times[halt])
+        print(f"{bs:>5} {'halting' if halt else 'full':>10} {acc:>9.4f} {blocks.float().mean().item():>10.2f} "
+              f"{statistics.median(times[halt]):>9.3f} {runs}")
+    ratio = statistics.median(times[True]) / statistics.median(times[False])
+    print(f"{bs:>5} ratio halting/full = {ratio:.3f}   (predictions identical: yes)")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=None, help="DACT-BERT checkpoint directory or downloaded model name "
@@ -59,39 +97,7 @@ def main():
           f"torch {torch.__version__}, {args.threads} threads, {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}")
     print(f"{'batch':>5} {'mode':>10} {'accuracy':>9} {'avg blocks':>10} {'median s':>9} {'runs (s)'}")
     for bs in [int(b) for b in args.batch_sizes.split(",")]:
-        encoded = [([t.to(device) for t in enc], y, idx) for enc, y, idx in
-                   (encode_batch(examples, idx, tok, 128) for idx in batch_plan(lengths, bs))]
-
-        def run(halt):
-            pred, blocks = torch.empty_like(gold), torch.empty_like(gold)
-            start = time.perf_counter()
-            for enc, _, idx in encoded:
-                labels, _, used = model.predict(*enc, halt=halt, rule=args.rule)
-                pred[idx], blocks[idx] = labels.cpu(), used.cpu()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            return time.perf_counter() - start, pred, blocks
-
-        with torch.inference_mode():
-            run(True), run(False)  # warm-up
-            times = {True: [], False: []}
-            for _ in range(args.repeats):
-                for halt in (True, False):  # alternate, so drifts in machine speed hit both
-                    seconds, pred, blocks = run(halt)
-                    times[halt].append(seconds)
-                    results = (pred, blocks)
-                    if halt:
-                        halt_pred, halt_blocks = results
-                    else:
-                        full_pred, full_blocks = results
-        assert torch.equal(halt_pred, full_pred), "early exit changed a prediction"
-        for halt, pred, blocks in ((True, halt_pred, halt_blocks), (False, full_pred, full_blocks)):
-            acc = (pred == gold).float().mean().item()
-            runs = " ".join(f"{t:.2f}" for t in times[halt])
-            print(f"{bs:>5} {'halting' if halt else 'full':>10} {acc:>9.4f} {blocks.float().mean().item():>10.2f} "
-                  f"{statistics.median(times[halt]):>9.3f} {runs}")
-        ratio = statistics.median(times[True]) / statistics.median(times[False])
-        print(f"{bs:>5} ratio halting/full = {ratio:.3f}   (predictions identical: yes)")
+        halting_against_full(model, examples, gold, lengths, tok, bs, args, device)
 
 
 if __name__ == "__main__":

@@ -338,9 +338,9 @@ def numbers(kind):
     return parse
 
 
-THREADS_HELP = ("torch threads for training and evaluation (default 1: on a 2-core machine another job on the cores makes "
-                "a 2-thread training step several times slower, while 1 thread loses little when the machine is quiet; "
-                "benchmarks/results/README.md has the figures)")
+THREADS_HELP = ("torch threads for training and evaluation (default 1: with other jobs on a 2-core machine a training "
+                "step took 0.7-1.7 s at 1 thread and 5.2-12.6 s at 2, 7-8x slower; figures in benchmarks/results/README.md; "
+                "the published rows were made at 2 and their commands say so)")
 
 
 def parser() -> argparse.ArgumentParser:

@@ -193,16 +193,24 @@ def test_run_folders_are_named_in_one_place():
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--seeds", "", "--results", "R"], "Error: no results in"),
     (["--methods", "plain,foo", "--runs", "R", "--results", "R"], "unknown method(s) foo"),
     (["--taus", "0.1,x", "--runs", "R", "--results", "R"], "not a comma-separated list of float values"),
     (["--runs", "R"], "the following arguments are required: --results"),
     (["--results", "R"], "--runs is needed to train"),
 ])
-def test_bad_arguments_get_one_error_line(tmp_path, args, message):
-    args = [str(tmp_path / a) if a == "R" else a for a in args]
-    r = subprocess.run([sys.executable, str(SCRIPT), "--task", "trec", *args], capture_output=True, text=True, timeout=120)
-    assert r.returncode != 0 and message in r.stderr and "Traceback" not in r.stderr
+def test_bad_arguments_get_one_error_line(tmp_path, monkeypatch, capsys, args, message):
+    tasks = import_benchmark("tasks")
+    monkeypatch.setattr(sys, "argv", ["tasks.py", "--task", "trec", *[str(tmp_path / a) if a == "R" else a for a in args]])
+    with pytest.raises(SystemExit) as exit:
+        tasks.main()
+    err = capsys.readouterr().err
+    assert exit.value.code == 2 and message in err.splitlines()[-1] and not list(tmp_path.iterdir())  # nothing written
+
+
+def test_nothing_to_rebuild_is_one_error_line_from_the_script(tmp_path):
+    r = subprocess.run([sys.executable, str(SCRIPT), "--task", "trec", "--seeds", "", "--results", str(tmp_path / "results")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and r.stderr.startswith("Error: no results in") and "Traceback" not in r.stderr
 
 
 # ----------------------------------------------------------------------------------------

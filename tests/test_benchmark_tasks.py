@@ -19,7 +19,7 @@ METHODS = {"plain", "deebert", "static", "pabee", "dact", "dact (tight rule)", "
 def ran(tmp_path_factory):
     pytest.importorskip("matplotlib")
     root = tmp_path_factory.mktemp("tasks")
-    make_tiny_checkpoint(root / "bert", layers=6)
+    make_tiny_checkpoint(root / "bert", blocks=6)
     (root / "data").mkdir()
     for split in ("train", "dev"):
         (root / "data" / f"{split}.tsv").write_text(TINY_TSV)

@@ -51,12 +51,19 @@ def shipped_weights() -> Path:
     return WEIGHTS
 
 
+# A tiny BERT's shape as config.json fields (width 32, 4 attention heads, 2 blocks, 100 token
+# ids), for random checkpoints written in transformers' layouts
+TINY_BERT = dict(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                 max_position_embeddings=40)  # fmt: skip
+
+
 def tiny_config(blocks=4):
+    """The tiny DACT-BERT's encoder: TINY_BERT's width on TINY_VOCAB, `blocks` blocks, 64
+    positions, no dropout."""
     from tinydact.bert import BertConfig
 
-    return BertConfig(vocab_size=len(TINY_VOCAB), hidden_size=32, num_hidden_layers=blocks, num_attention_heads=4,
-                      intermediate_size=64, max_position_embeddings=64, hidden_dropout_prob=0.0,
-                      attention_probs_dropout_prob=0.0)
+    return BertConfig(**{**TINY_BERT, "vocab_size": len(TINY_VOCAB), "num_hidden_layers": blocks, "max_position_embeddings": 64,
+                         "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0})
 
 
 def make_tiny_checkpoint(path, seed=0, blocks=4, halt_bias=None, labels=("negative", "positive")):

@@ -12,14 +12,13 @@ import pytest
 import torch
 import transformers
 from conftest import MINILM, needs_minilm, shipped_weights
+from conftest import TINY_BERT as TINY  # the name the tests below use
 from safetensors.torch import load_file, save_file
 
 from tinydact.bert import Bert, BertConfig, bert_state_for_hf, key_mask
 from tinydact.model import HEAD_PREFIX, load_checkpoint
 from tinydact.tokenizer import Tokenizer
 
-TINY = dict(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-            max_position_embeddings=40)  # fmt: skip
 TOL = 1e-5
 
 
@@ -211,11 +210,7 @@ def test_config_defaults_are_transformers_bert_defaults():
 
 
 def test_bert_state_for_hf_loads_strictly_into_transformers():
-    torch.manual_seed(0)
-    ours = Bert(BertConfig.from_dict(TINY)).eval()
-    with torch.no_grad():
-        for p in ours.parameters():
-            p.normal_(0, 0.3)
+    ours = random_tiny_bert()
     hf = transformers.BertModel(transformers.BertConfig.from_dict(ours.config.to_dict())).eval()
     hf.load_state_dict(bert_state_for_hf(ours), strict=True)
     assert_matches(ours, hf)

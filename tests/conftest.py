@@ -95,6 +95,17 @@ def early_model_dir(tmp_path_factory):
     return path
 
 
+def assert_rows_alone_exit_the_same(model, enc, labels, probs, blocks, rule, atol):
+    """Each row of the padded batch `enc` (input_ids, attention_mask, token_type_ids), run alone
+    and without its padding, exits after the same block with the same label and probabilities
+    (within `atol`) as `model.predict` gave the batch: compaction and trimming change nothing."""
+    for i in range(len(labels)):
+        one = [t[i : i + 1, : int(enc[1][i].sum())] for t in enc]
+        l1, p1, b1 = model.predict(*one, rule=rule)
+        assert (l1.item(), b1.item()) == (labels[i].item(), blocks[i].item()), f"row {i}"
+        assert torch.allclose(p1[0], probs[i], atol=atol), f"row {i}"
+
+
 TINY_TSV = """sentence\tlabel
 good film \t1
 a great movie \t1

@@ -8,7 +8,7 @@ import json
 
 import pytest
 import torch
-from conftest import TINY_TSV, assert_clean, invoke
+from conftest import TINY_TSV, assert_clean, assert_rows_alone_exit_the_same, invoke
 
 from tinydact.model import load_checkpoint
 from tinydact.tokenizer import Tokenizer
@@ -37,11 +37,7 @@ def test_early_exit_on_the_device_equals_full_depth(early_model_dir, device, rul
     full_labels, _, full_blocks = model.predict(*enc, halt=False)
     assert torch.equal(labels, full_labels) and (full_blocks == 6).all()
     assert blocks.min() < 6, "some texts should stop early"
-    for i in range(len(TEXTS)):  # one at a time: batch compaction changes nothing
-        one = [t[i : i + 1, : int(enc[1][i].sum())] for t in enc]
-        l1, p1, b1 = model.predict(*one, rule=rule)
-        assert (l1.item(), b1.item()) == (labels[i].item(), blocks[i].item())
-        assert torch.allclose(p1[0], probs[i], atol=1e-5)
+    assert_rows_alone_exit_the_same(model, enc, labels, probs, blocks, rule, atol=1e-5)
 
 
 def test_device_outputs_match_the_cpu(early_model_dir, device):

@@ -1,13 +1,26 @@
-"""Shared fixtures: the optional ../shared folder beside the dev checkout (TINYDACT_HOME points
-there, so library, tutorials and benchmarks find its models and data), and a tiny random DACT-BERT checkpoint
-built by hand (a 40-token vocabulary, 4 blocks of width 32), so that model, CLI and training
-tests run in a user's clone without any download."""
+"""What the tests share, one helper per idea:
 
+- where things are: the shipped model in `weights/` (in every clone: a test that needs it fails
+  without it), and the optional ../shared folder beside the dev checkout (TINYDACT_HOME points
+  there, so library, tutorials and benchmarks find its models and data; a test that needs it
+  is skipped, and says so, in a user's clone);
+- a tiny random DACT-BERT checkpoint built by hand (a 29-token vocabulary, 4 blocks of width
+  32) and a tiny TSV, so that model, CLI and training tests run without any download;
+- the command line run in-process (`invoke`) and the two outcomes a run may have: clean
+  (`assert_clean`) or one `Error:` line (`assert_error`).
+
+A test whose premise is missing fails; it skips only for "../shared is absent", "no CUDA
+here" (or "CUDA is here", for the error a machine without it gives) and "root writes into
+read-only folders"."""
+
+import inspect
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 import torch
+from click.testing import CliRunner
 
 # One thread per process, for this process and the ones the tests start (CLI, tutorials,
 # torchrun): on a 2-core machine, several processes each spinning 2 OpenMP threads slow each
@@ -17,37 +30,43 @@ os.environ["OMP_NUM_THREADS"] = "1"
 torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
+WEIGHTS = ROOT / "weights"  # the shipped model (an fp16 DACT-BERT on a MiniLM-L6 backbone)
+SHARED = ROOT.parent / "shared"  # beside the dev checkout only
 MINILM = SHARED / "models" / "all-MiniLM-L6-v2"
 GLUE = SHARED / "data" / "glue"
 if SHARED.is_dir():
     os.environ.setdefault("TINYDACT_HOME", str(SHARED))
+
+needs_minilm = pytest.mark.skipif(not (MINILM / "model.safetensors").is_file(),
+                                  reason="../shared/models/all-MiniLM-L6-v2 is absent (it only exists beside the dev checkout)")
 
 TINY_WORDS = ["good", "great", "fun", "bad", "awful", "dull", "film", "movie", "a", "the", "is", "was",
               "not", "very", "plot", "acting", "##s", "##ly", ".", ",", "it", "and", "but", "story"]
 TINY_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + TINY_WORDS
 
 
-def needs_minilm():
-    if not (MINILM / "model.safetensors").is_file():
-        pytest.skip("../shared/models/all-MiniLM-L6-v2 is not here (it only exists beside the dev checkout)")
-    return MINILM
+def shipped_weights() -> Path:
+    """weights/, the model every clone ships: a test that needs it fails when it is gone."""
+    assert (WEIGHTS / "model.safetensors").is_file(), f"{WEIGHTS / 'model.safetensors'} is missing: every clone ships it"
+    return WEIGHTS
 
 
-@pytest.fixture
-def minilm_dir():
-    return needs_minilm()
+# A tiny BERT's shape as config.json fields (width 32, 4 attention heads, 2 blocks, 100 token
+# ids), for random checkpoints written in transformers' layouts
+TINY_BERT = dict(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                 max_position_embeddings=40)  # fmt: skip
 
 
-def tiny_config(layers=4):
+def tiny_config(blocks=4):
+    """The tiny DACT-BERT's encoder: TINY_BERT's width on TINY_VOCAB, `blocks` blocks, 64
+    positions, no dropout."""
     from tinydact.bert import BertConfig
 
-    return BertConfig(vocab_size=len(TINY_VOCAB), hidden_size=32, num_hidden_layers=layers, num_attention_heads=4,
-                      intermediate_size=64, max_position_embeddings=64, hidden_dropout_prob=0.0,
-                      attention_probs_dropout_prob=0.0)
+    return BertConfig(**{**TINY_BERT, "vocab_size": len(TINY_VOCAB), "num_hidden_layers": blocks, "max_position_embeddings": 64,
+                         "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0})
 
 
-def make_tiny_checkpoint(path, seed=0, layers=4, halt_bias=None, labels=("negative", "positive")):
+def make_tiny_checkpoint(path, seed=0, blocks=4, halt_bias=None, labels=("negative", "positive")):
     """Save a random tiny DACT-BERT (with its vocabulary) to `path`; returns the model."""
     from tinydact.bert import Bert
     from tinydact.model import DACTBert, save_checkpoint
@@ -55,7 +74,7 @@ def make_tiny_checkpoint(path, seed=0, layers=4, halt_bias=None, labels=("negati
 
     torch.manual_seed(seed)
     kw = {} if halt_bias is None else {"halt_bias": halt_bias}
-    model = DACTBert(Bert(tiny_config(layers)), len(labels), **kw).eval()
+    model = DACTBert(Bert(tiny_config(blocks)), len(labels), **kw).eval()
     save_checkpoint(model, Tokenizer(TINY_VOCAB, max_length=64), path, list(labels), "sst2")
     return model
 
@@ -65,6 +84,26 @@ def tiny_model_dir(tmp_path):
     path = tmp_path / "tiny-dact"
     make_tiny_checkpoint(path)
     return path
+
+
+@pytest.fixture(scope="module")
+def early_model_dir(tmp_path_factory):
+    """A tiny checkpoint with 6 blocks and halting bias -3 (h ≈ 0.05 at the start): p collapses
+    after a block or two, so texts stop early. Made once per test file."""
+    path = tmp_path_factory.mktemp("early") / "model"
+    make_tiny_checkpoint(path, seed=1, blocks=6, halt_bias=-3.0)
+    return path
+
+
+def assert_rows_alone_exit_the_same(model, enc, labels, probs, blocks, rule, atol):
+    """Each row of the padded batch `enc` (input_ids, attention_mask, token_type_ids), run alone
+    and without its padding, exits after the same block with the same label and probabilities
+    (within `atol`) as `model.predict` gave the batch: compaction and trimming change nothing."""
+    for i in range(len(labels)):
+        one = [t[i : i + 1, : int(enc[1][i].sum())] for t in enc]
+        l1, p1, b1 = model.predict(*one, rule=rule)
+        assert (l1.item(), b1.item()) == (labels[i].item(), blocks[i].item()), f"row {i}"
+        assert torch.allclose(p1[0], probs[i], atol=atol), f"row {i}"
 
 
 TINY_TSV = """sentence\tlabel
@@ -118,3 +157,53 @@ def same_content(x, y, rel: float, abs: float, path: str = "") -> None:
         assert x == pytest.approx(y, rel=rel, abs=abs), path
     else:
         assert x == y, path
+
+
+# ---------------------------------------------------------------------------------------------
+# The command line, in-process
+# ---------------------------------------------------------------------------------------------
+
+
+class CliResult(NamedTuple):
+    code: int  # the exit code
+    out: str  # standard output
+    err: str  # standard error
+    exc: BaseException | None  # what ended the command: SystemExit for a clean exit or error
+
+
+def invoke(*args, input=None) -> CliResult:
+    """Run `tinydact ARGS` in-process with click's CliRunner (arguments str()-ed, so paths and
+    numbers may be passed as they are), stdout and stderr kept apart."""
+    from tinydact.cli import cli
+
+    kw = {"mix_stderr": False} if "mix_stderr" in inspect.signature(CliRunner.__init__).parameters else {}  # click < 8.2
+    r = CliRunner(**kw).invoke(cli, [str(a) for a in args], input=input)
+    return CliResult(r.exit_code, r.stdout, r.stderr, r.exception)
+
+
+def assert_clean(result: CliResult) -> tuple:
+    """Exit 0, no traceback, no NaN or Infinity printed; returns (stdout, stderr)."""
+    code, out, err, exc = result
+    assert code == 0, f"exit {code}, {exc!r}: {out + err}"
+    assert "Traceback" not in out + err and "NaN" not in out + err and "Infinity" not in out, out + err
+    return out, err
+
+
+CLICK_USAGE = ("Usage: ", "Try ")  # the lines click prints before its own `Error:` on a misused option
+
+
+def assert_error(result: CliResult, *fragments) -> str:
+    """A failure as the command line must fail on bad input: a non-zero exit through SystemExit
+    (no exception escaped), exactly one `Error:` line holding every fragment, nothing else
+    printed but click's Usage/Try lines, no traceback, no NaN outside the message. Returns the
+    `Error:` line."""
+    code, out, err, exc = result
+    text = out + err
+    assert code != 0 and isinstance(exc, SystemExit), f"exit {code}, {exc!r}: {text}"
+    lines = [line for line in text.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("Error:")]
+    assert len(errors) == 1 and all(line.startswith(("Error:", *CLICK_USAGE)) for line in lines), text
+    assert "Traceback" not in text and "NaN" not in text.replace(errors[0], ""), text
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]
+    return errors[0]

@@ -1,23 +1,24 @@
 """tinydact's encoder computes what `transformers.BertModel` computes, on the same weights.
 
-The real MiniLM checkpoint (../shared) is compared to 1e-5 in fp32; a tiny random model,
-written in every layout we claim to read, needs no shared files."""
+Real weights, compared to 1e-5 in fp32: the backbone of the shipped model (weights/, fp16,
+in every clone), block by block on real sentences, and the original MiniLM checkpoint
+(../shared, beside the dev checkout only). A tiny random model, written in every layout we
+claim to read, needs no files at all."""
 
+import json
 from dataclasses import asdict
-from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import save_file
+import transformers
+from conftest import MINILM, needs_minilm, shipped_weights
+from conftest import TINY_BERT as TINY  # the name the tests below use
+from safetensors.torch import load_file, save_file
 
 from tinydact.bert import Bert, BertConfig, bert_state_for_hf, key_mask
+from tinydact.model import HEAD_PREFIX, load_checkpoint
+from tinydact.tokenizer import Tokenizer
 
-transformers = pytest.importorskip("transformers")
-
-MINILM = Path(__file__).resolve().parents[1] / ".." / "shared" / "models" / "all-MiniLM-L6-v2"
-needs_minilm = pytest.mark.skipif(not MINILM.is_dir(), reason="../shared/models/all-MiniLM-L6-v2 is absent")
-TINY = dict(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-            max_position_embeddings=40)  # fmt: skip
 TOL = 1e-5
 
 
@@ -40,7 +41,63 @@ def padded_batch(vocab_size, lengths, seed=0):
 
 
 # ---------------------------------------------------------------------------------------------
-# The real checkpoint
+# The shipped model's backbone (weights/): in every clone
+# ---------------------------------------------------------------------------------------------
+
+SENTENCES = ["a gripping, beautiful film", "no.",
+             "the plot was dull, the acting worse, and yet the music (by Ennio Morricone!) is lovely",
+             "Café naïve 東京 — don't stop"]  # fmt: skip
+PAIRS = [("the cat sat on the mat", "it was tired"), ("good", "a much longer second sentence than the first one")]
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    """The shipped backbone twice: in `transformers.BertModel` (config from weights/config.json,
+    the fp16 tensors upcast to float32, the DACT modules' `dact_heads.*` left out) and in
+    tinydact's Bert through load_checkpoint, for each attention path; and the shipped tokenizer."""
+    path = shipped_weights()
+    config = json.loads((path / "config.json").read_text())
+    del config["dact"]
+    tensors = load_file(path / "model.safetensors")
+    assert {t.dtype for t in tensors.values()} == {torch.float16}
+    hf = transformers.BertModel(transformers.BertConfig(**config)).eval()
+    hf.load_state_dict({k: t.float() for k, t in tensors.items() if not k.startswith(HEAD_PREFIX)}, strict=True)
+    ours = {a: load_checkpoint(path, attention=a)[0].bert for a in ("sdpa", "plain")}
+    assert all(p.dtype == torch.float32 for p in ours["sdpa"].parameters())
+    return ours, hf, Tokenizer.from_pretrained(path)
+
+
+def block_outputs(bert, ids, mask, types):
+    """The embeddings and every block's output, (N + 1) x (B, T, H), as transformers' hidden_states."""
+    x = bert.embed(ids, types)
+    outputs = [x]
+    for block in bert.blocks:
+        x = block(x, key_mask(mask))
+        outputs.append(x)
+    return outputs
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "plain"])
+@pytest.mark.parametrize("pairs", [False, True], ids=["sentences", "pairs"])
+def test_shipped_backbone_matches_transformers_block_by_block(shipped, attention, pairs):
+    ours, hf, tokenizer = shipped
+    texts, seconds = zip(*PAIRS) if pairs else (SENTENCES, None)
+    ids, mask, types = tokenizer(list(texts), seconds and list(seconds))
+    assert (mask == 0).any() and (types == 1).any() == pairs  # padded rows; segment B for pairs
+    bert = ours[attention]
+    with torch.inference_mode():
+        hidden, pooled = bert(ids, mask, types), bert.pool(bert(ids, mask, types))
+        mine = block_outputs(bert, ids, mask, types)
+        ref = hf(input_ids=ids, attention_mask=mask, token_type_ids=types, output_hidden_states=True)
+    assert len(mine) == len(ref.hidden_states) == 7
+    for n, (x, y) in enumerate(zip(mine, ref.hidden_states)):
+        assert max_error(x, y, mask) < TOL, f"after block {n} (0: the embeddings): {max_error(x, y, mask)}"
+    assert max_error(hidden, ref.last_hidden_state, mask) < TOL
+    assert (pooled - ref.pooler_output).abs().max() < TOL
+
+
+# ---------------------------------------------------------------------------------------------
+# The original MiniLM checkpoint (../shared)
 # ---------------------------------------------------------------------------------------------
 
 
@@ -153,11 +210,7 @@ def test_config_defaults_are_transformers_bert_defaults():
 
 
 def test_bert_state_for_hf_loads_strictly_into_transformers():
-    torch.manual_seed(0)
-    ours = Bert(BertConfig.from_dict(TINY)).eval()
-    with torch.no_grad():
-        for p in ours.parameters():
-            p.normal_(0, 0.3)
+    ours = random_tiny_bert()
     hf = transformers.BertModel(transformers.BertConfig.from_dict(ours.config.to_dict())).eval()
     hf.load_state_dict(bert_state_for_hf(ours), strict=True)
     assert_matches(ours, hf)

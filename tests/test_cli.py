@@ -45,7 +45,7 @@ def early_model_dir(tmp_path_factory):
     """6 blocks, halting bias -3 (h ≈ 0.05 at the start): p collapses after a block or two,
     so texts stop early."""
     path = tmp_path_factory.mktemp("early") / "model"
-    make_tiny_checkpoint(path, seed=1, layers=6, halt_bias=-3.0)
+    make_tiny_checkpoint(path, seed=1, blocks=6, halt_bias=-3.0)
     return path
 
 

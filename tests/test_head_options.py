@@ -116,7 +116,7 @@ def plain_bert(src, dst):
 def test_the_recipe_with_both_options_keeps_the_guarantee(tmp_path):
     data = tmp_path / "t.tsv"
     data.write_text(TINY_TSV)
-    make_tiny_checkpoint(tmp_path / "dact", layers=6)
+    make_tiny_checkpoint(tmp_path / "dact", blocks=6)
     cfg = TrainConfig(model=str(tmp_path / "dact"), train=str(data), dev=str(data), out=str(tmp_path / "run"), task="sst2",
                       batch_size=4, max_length=16, max_steps=4, head_input="mean", distill=0.9, tau=0.05)
     with pytest.raises(TinydactError, match="already has heads that read 'cls'"):

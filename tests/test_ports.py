@@ -4,7 +4,6 @@ the halting step with ties going to the first class. (The JavaScript port itself
 `node --test ports/js`, and in a browser by ports/js/browser_check.py; .ci/run runs both.)"""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -13,9 +12,7 @@ from tinydact import reference
 from tinydact.dact import can_halt, dact_update
 from tinydact.tokenizer import Tokenizer
 
-from conftest import VECTORS, load_vector_script, same_content
-
-WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
+from conftest import VECTORS, load_vector_script, same_content, shipped_weights
 
 
 def model_vectors() -> dict:
@@ -48,7 +45,7 @@ def test_model_vectors_cover_what_the_issue_asks():
 
 
 def test_python_tokenizer_gives_the_vector_ids():
-    tok = Tokenizer.from_pretrained(WEIGHTS)
+    tok = Tokenizer.from_pretrained(shipped_weights())
     v = model_vectors()
     for case in v["tokenizer_cases"]:
         enc = tok(case["text"], case.get("pair"), max_length=case.get("max_length"))

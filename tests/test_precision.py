@@ -24,7 +24,7 @@ TEXTS = ["a great movie", "the plot was dull", "good film", "awful acting and a 
 @pytest.fixture(scope="module")
 def early_model(tmp_path_factory):
     path = tmp_path_factory.mktemp("bf16") / "model"
-    make_tiny_checkpoint(path, seed=1, layers=6, halt_bias=-3.0)
+    make_tiny_checkpoint(path, seed=1, blocks=6, halt_bias=-3.0)
     return path
 
 

@@ -1,18 +1,19 @@
 """tinydact's tokenizer gives the ids `transformers` gives (its Rust-backed BertTokenizerFast and
-its pure-Python BertTokenizer) from the same vocab.txt, on strings that trip tokenizers up."""
+its pure-Python BertTokenizer) from the same vocab.txt, on strings that trip tokenizers up.
+
+The real vocabularies: the shipped model's (weights/vocab.txt and tokenizer_config.json, in
+every clone) and MiniLM's original files (../shared, beside the dev checkout only)."""
 
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 import torch
+import transformers
+from conftest import MINILM, needs_minilm, shipped_weights
 
 from tinydact.errors import TinydactError
 from tinydact.tokenizer import Tokenizer
-
-MINILM = Path(__file__).resolve().parents[1] / ".." / "shared" / "models" / "all-MiniLM-L6-v2"
-needs_minilm = pytest.mark.skipif(not MINILM.is_dir(), reason="../shared/models/all-MiniLM-L6-v2 is absent")
 
 TRICKY = [
     "Hello, world!",
@@ -33,7 +34,6 @@ SECONDS = ["the second one", "", "Ångström " * 20, "x", "短い", "?!", "  ", 
 
 def transformers_tokenizers(vocab_dir, **options):
     """transformers' fast (Rust) and slow (Python) BERT tokenizers on the same vocab.txt."""
-    transformers = pytest.importorskip("transformers")
     fast = transformers.BertTokenizerFast.from_pretrained(str(vocab_dir))  # reads tokenizer_config.json
     try:  # transformers >= 5 keeps the pure-Python one under this name
         from transformers.models.bert.tokenization_bert_legacy import BertTokenizerLegacy as Slow
@@ -58,46 +58,44 @@ def assert_same(ours, theirs, texts, pairs=None, max_length=None):
 
 
 # ---------------------------------------------------------------------------------------------
-# The real MiniLM vocabulary (uncased)
+# The real vocabularies (uncased): the shipped model's, and MiniLM's original files
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def minilm(tmp_path_factory):
-    vocab_dir = tmp_path_factory.mktemp("minilm_vocab")  # just vocab.txt and the config, no tokenizer.json
+@pytest.fixture(scope="module", params=["weights", pytest.param("minilm", marks=needs_minilm)])
+def real(request, tmp_path_factory):
+    """(ours, transformers' fast and slow tokenizers) on the same vocab.txt and
+    tokenizer_config.json (copied alone: no tokenizer.json for transformers to take instead)."""
+    source = shipped_weights() if request.param == "weights" else MINILM
+    vocab_dir = tmp_path_factory.mktemp(f"{request.param}_vocab")
     for name in ("vocab.txt", "tokenizer_config.json"):
-        shutil.copy(MINILM / name, vocab_dir)
-    return Tokenizer.from_pretrained(MINILM), transformers_tokenizers(vocab_dir)
+        shutil.copy(source / name, vocab_dir)
+    return Tokenizer.from_pretrained(source), transformers_tokenizers(vocab_dir)
 
 
-@needs_minilm
-def test_minilm_settings_come_from_its_files(minilm):
-    ours, _ = minilm
+def test_real_settings_come_from_its_files(real):
+    ours, _ = real
     assert (ours.vocab_size, ours.max_length, ours.lowercase) == (30522, 512, True)
 
 
-@needs_minilm
 @pytest.mark.parametrize("text", TRICKY)
-def test_minilm_ids_match_transformers_on_tricky_strings(minilm, text):
-    assert_same(*minilm, [text])
+def test_real_ids_match_transformers_on_tricky_strings(real, text):
+    assert_same(*real, [text])
 
 
-@needs_minilm
-def test_minilm_batch_of_pairs_matches_transformers(minilm):
-    assert_same(*minilm, TRICKY, SECONDS)
+def test_real_batch_of_pairs_matches_transformers(real):
+    assert_same(*real, TRICKY, SECONDS)
 
 
-@needs_minilm
 @pytest.mark.parametrize("max_length", [3, 5, 8, 16])
-def test_minilm_truncation_of_singles_and_pairs_matches_transformers(minilm, max_length):
-    assert_same(*minilm, TRICKY, None, max_length)
+def test_real_truncation_of_singles_and_pairs_matches_transformers(real, max_length):
+    assert_same(*real, TRICKY, None, max_length)
     if max_length > 3:  # a pair needs [CLS], 2 x [SEP] and at least one token
-        assert_same(*minilm, TRICKY, SECONDS, max_length)
+        assert_same(*real, TRICKY, SECONDS, max_length)
 
 
-@needs_minilm
-def test_minilm_num_tokens_counts_untruncated_tokens_with_specials(minilm):
-    ours, theirs = minilm
+def test_real_num_tokens_counts_untruncated_tokens_with_specials(real):
+    ours, theirs = real
     long = ["word " * 600, "short"]
     assert ours.num_tokens(long) == [602, 3]
     assert ours(long).input_ids.shape == (2, 512)  # the default max_length truncates
@@ -105,10 +103,10 @@ def test_minilm_num_tokens_counts_untruncated_tokens_with_specials(minilm):
 
 
 @needs_minilm
-def test_minilm_output_feeds_the_model(minilm):
+def test_minilm_output_feeds_the_model():
     from tinydact.bert import Bert
 
-    ours, _ = minilm
+    ours = Tokenizer.from_pretrained(MINILM)
     model = Bert.from_pretrained(MINILM)
     with torch.inference_mode():
         hidden = model(*ours(["a sentence", "a much longer sentence than that"], ["and a pair", "b"]))

@@ -15,7 +15,10 @@ Two ways to run a tutorial, both in fast mode (`TINYDACT_FAST=1`):
   built-in fallbacks (the model in `weights/`, the sentences written into the script) in one of
   its two runs, whether or not the dev models and data are here.
 
-Neither may write a picture anywhere but `tutorials/`.
+Neither may write a picture anywhere but `tutorials/`. These runs take a minute and a half
+together: they are marked `slow` (`python -m pytest -m slow`); the quick suite checks only
+what reading the files can tell (they open as notebooks, compile, end with their checks, find
+their models the one way).
 """
 
 import os
@@ -24,6 +27,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jupytext
 import pytest
 
 from tinydact.home import DEFAULT_HOME
@@ -84,11 +88,13 @@ def test_tutorials_are_found():
     assert len(MODEL_TUTORIALS) >= 2, MODEL_TUTORIALS
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", TUTORIALS, ids=lambda p: p.name)
 def test_tutorial_runs_as_a_script(path, tmp_path):
     run_script(path, tmp_path)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", TUTORIALS, ids=lambda p: p.name)
 def test_tutorial_runs_as_a_notebook_on_its_fallbacks(path, tmp_path):
     out = run_notebook(path, tmp_path)
@@ -96,6 +102,7 @@ def test_tutorial_runs_as_a_notebook_on_its_fallbacks(path, tmp_path):
         assert ": not in " in out or "locate(" not in path.read_text(encoding="utf-8"), out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", MODEL_TUTORIALS, ids=lambda p: p.name)
 def test_tutorial_runs_without_any_model(path, tmp_path):
     """Neither a downloaded model nor weights/: a small random BERT built by the tutorial."""
@@ -116,7 +123,12 @@ def test_tutorials_do_not_depend_on_where_they_run():
 
 @pytest.mark.parametrize("path", TUTORIALS, ids=lambda p: p.name)
 def test_tutorial_opens_as_notebook(path):
-    """jupytext's percent format: text and code cells, the first one text."""
-    jupytext = pytest.importorskip("jupytext")
-    kinds = [cell.cell_type for cell in jupytext.read(path).cells]
+    """jupytext's percent format: text and code cells, the first one text; the code compiles
+    cell by cell, and the last cell prints that every check passed."""
+    cells = jupytext.read(path).cells
+    kinds = [cell.cell_type for cell in cells]
     assert kinds[0] == "markdown" and "code" in kinds, kinds
+    code = [cell.source for cell in cells if cell.cell_type == "code"]
+    for i, source in enumerate(code):
+        compile(source, f"{path.name} code cell {i + 1}", "exec")
+    assert f'print("{PASSED}")' in code[-1].strip().splitlines()[-1], f"{path.name} does not end by printing {PASSED!r}"

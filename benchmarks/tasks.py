@@ -59,7 +59,8 @@ from tinydact.evaluate import block_accuracies, evaluate
 from tinydact.home import model_dir
 from tinydact.model import estimate_flops, load_checkpoint
 from tinydact.tokenizer import Tokenizer
-from tinydact.train import TrainConfig, cls_cache, train
+from tinydact.train import TrainConfig, train
+from tinydact.train import cache_head_inputs as cls_cache
 
 DATA = {"sst2": "data/glue/SST-2", "subj": "data/subj", "agnews": "data/agnews", "trec": "data/trec"}
 METHODS = ("plain", "deebert", "static", "static-ft", "pabee", "dact", "dact-distill")

@@ -321,7 +321,7 @@ def test_recipe_options_are_checked_too(model_dir, data, tmp_path):
     base = ["train", "--model", model_dir, "--train", data, "--out", tmp_path / "r", "--quiet", "--max-steps", "1"]
     assert_error(invoke(*base, "--phase-epochs", "1,0,1"), "--phase-epochs takes 3 positive numbers")
     assert_error(invoke(*base, "--phase-epochs", "a,b,c"), "--phase-epochs")
-    assert_error(invoke(*base, "--epochs", "2"), "the recipe sets --epochs")
+    assert_error(invoke(*base, "--epochs", "2"), "--epochs applies to one phase (the recipe: --phase-epochs); this run is the recipe")
     assert_error(invoke(*base, "--tau", "inf"), "--tau must be a finite number")
 
 
@@ -467,7 +467,7 @@ def test_a_bad_cache_is_one_error_line(model_dir, data, tmp_path, content):
 def test_the_cache_follows_the_content_of_data_and_model(model_dir, tmp_path):
     """An edited training file of the same length, or a model retrained in the same folder,
     gets its states computed again (the key covers the bytes, not names and sizes)."""
-    from tinydact.train import TrainConfig, cached_states, load_data_and_model
+    from tinydact.train import TrainConfig, cached_head_inputs, load_data_and_model
 
     train = write(tmp_path, "t.tsv", TINY_TSV)
     model = tmp_path / "m"
@@ -477,7 +477,7 @@ def test_the_cache_follows_the_content_of_data_and_model(model_dir, tmp_path):
 
     def states():
         train_ex, dev_ex, _, _, tok, m = load_data_and_model(cfg, torch.device("cpu"))
-        return cached_states(m, train_ex, dev_ex, tok, cfg, torch.device("cpu"))[0]
+        return cached_head_inputs(m, train_ex, dev_ex, tok, cfg, torch.device("cpu"))[0]
 
     first = states()
     assert torch.equal(states(), first)  # reused
@@ -500,9 +500,7 @@ def test_an_interrupt_during_a_best_save_finishes_it(model_dir, data, tmp_path, 
             os.kill(os.getpid(), signal.SIGINT)  # arrives in the middle of the save
         return real(model, tokenizer, path, *args, **kw)
 
-    import tinydact.train as train_module
-
-    monkeypatch.setattr(train_module, "save_checkpoint", interrupted_save)
+    monkeypatch.setattr(model_module, "save_checkpoint", interrupted_save)
     out = tmp_path / "run"
     assert_error(invoke(*train_args(model_dir, data, out, "--eval-every", "1", "--save-every", "100", "--max-steps", "12",
                                     "--lr", "0", "--head-lr", "0.05")), "interrupted at step")
@@ -512,9 +510,9 @@ def test_an_interrupt_during_a_best_save_finishes_it(model_dir, data, tmp_path, 
 
 
 def test_an_exception_during_a_save_leaves_no_temporary_files(model_dir, data, tmp_path, monkeypatch):
-    import tinydact.train as train_module
+    import tinydact.runfolder as runfolder_module
 
-    real = train_module.atomic_write
+    real = runfolder_module.atomic_write
 
     def failing(path, write):
         if path.name == "state.pt":
@@ -524,7 +522,7 @@ def test_an_exception_during_a_save_leaves_no_temporary_files(model_dir, data, t
             return real(path, half)
         return real(path, write)
 
-    monkeypatch.setattr(train_module, "atomic_write", failing)
+    monkeypatch.setattr(runfolder_module, "atomic_write", failing)
     out = tmp_path / "run"
     assert_error(invoke(*train_args(model_dir, data, out)), "No space left on device")
     assert not [p.name for p in out.iterdir() if ".tmp" in p.name]

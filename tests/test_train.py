@@ -130,9 +130,9 @@ def test_the_loss_gets_tau_or_its_linear_ramp_to_tau_end(tiny_model_dir, tiny_ts
 # ----------------------------------------------------------------------------------------
 
 
-def recipe_config(tiny_model_dir, tiny_tsv, out):
+def recipe_config(tiny_model_dir, tiny_tsv, out, **kw):
     return TrainConfig(model=str(tiny_model_dir), train=str(tiny_tsv), dev=str(tiny_tsv), out=str(out), task="sst2",
-                       batch_size=4, max_length=16, warmup=0.0, save_every=2, tau=0.05, phase_epochs="2,3,2")
+                       batch_size=4, max_length=16, warmup=0.0, save_every=2, tau=0.05, phase_epochs="2,3,2", **kw)
 
 
 def test_recipe_runs_its_three_phases_and_leaves_a_final_model(tiny_model_dir, tiny_tsv, tmp_path):
@@ -140,11 +140,11 @@ def test_recipe_runs_its_three_phases_and_leaves_a_final_model(tiny_model_dir, t
     from tinydact.train import recipe
 
     out = tmp_path / "run"
-    recipe(recipe_config(tiny_model_dir, tiny_tsv, out), torch.device("cpu"), quiet=True)
+    recipe(recipe_config(tiny_model_dir, tiny_tsv, out, keep_states=True), torch.device("cpu"), quiet=True)
     trained = {name: json.loads((out / name / "final" / "config.json").read_text())["dact"]["trained"]
                for name in ("phase1", "heads", "joint")}
     assert [(t["phase"], t["step"]) for t in trained.values()] == [(1, 6), (2, 3), (2, 6)]
-    assert (out / "heads" / "cls-cache.pt").is_file()  # the heads trained on cached [CLS] states
+    assert (out / "heads" / "head-inputs.pt").is_file()  # the heads trained on cached head inputs
     heads, _ = load_checkpoint(out / "heads" / "final")
     phase1, _ = load_checkpoint(out / "phase1" / "final")
     assert all(torch.equal(v, w) for v, w in zip(phase1.bert.state_dict().values(), heads.bert.state_dict().values()))
@@ -186,6 +186,19 @@ def test_recipe_interrupted_in_any_phase_resumes_to_the_same_model(tiny_model_di
         assert torch.allclose(v, w, atol=1e-6), k
 
 
+def test_a_finished_recipe_keeps_only_its_model_settings_and_logs(tiny_model_dir, tiny_tsv, tmp_path):
+    from tinydact.train import recipe
+
+    out = tmp_path / "run"
+    recipe(recipe_config(tiny_model_dir, tiny_tsv, out), torch.device("cpu"), quiet=True)
+    left = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and p.parent.name != "final")
+    assert left == ["heads/log.jsonl", "joint/log.jsonl", "phase1/log.jsonl", "recipe.json"]
+    assert json.loads((out / "final" / "config.json").read_text())["dact"]["trained"]["method"] == "dact"
+    with pytest.raises(TinydactError, match="is finished.*nothing to resume"):
+        recipe(TrainConfig(out=str(out)), torch.device("cpu"), resume=True, quiet=True)
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and p.parent.name != "final") == left
+
+
 def test_recipe_command_runs_and_refuses_options_each_phase_sets(tiny_model_dir, tiny_tsv, tmp_path):
     from click.testing import CliRunner
 
@@ -199,6 +212,6 @@ def test_recipe_command_runs_and_refuses_options_each_phase_sets(tiny_model_dir,
     r = CliRunner().invoke(cli, ["classify", "good film", "--model", str(tmp_path / "run" / "final")])
     assert r.exit_code == 0 and "blocks" in r.output
     r = CliRunner().invoke(cli, ["train", *common, "--out", str(tmp_path / "x"), "--lr", "1e-4"])
-    assert r.exit_code == 1 and "the recipe sets --lr for each phase itself" in r.output
+    assert r.exit_code == 1 and "--lr applies to one phase whose backbone trains" in r.output
     r = CliRunner().invoke(cli, ["train", *common, "--out", str(tmp_path / "y"), "--phase-epochs", "1,2"])
     assert r.exit_code == 1 and "--phase-epochs takes 3 positive numbers" in r.output

@@ -243,6 +243,34 @@ def test_eval_rejects_bad_options_and_data(model_dir, data, tmp_path, case):
     assert_error(invoke("eval", "--model", model_dir, "--data", data, *args), fragment)
 
 
+# The exit rule eval runs by default is the one the checkpoint was trained for (its config's
+# dact.trained: `method`, or for older checkpoints phase and blocks); a rule whose modules were
+# never trained, or an option that the rule does not use, is an error.
+EVAL_METHOD_CASES = {
+    "a pabee checkpoint without --knob": ({"phase": 1, "blocks": "weighted"}, [], "was trained for pabee exits: give its knob, --knob t"),
+    "a static checkpoint with --method dact": ({"phase": 1, "blocks": "all"}, ["--method", "dact"],
+                                               "a static baseline (phase 1 only): its halting units were never trained"),
+    "a recorded deebert checkpoint with --method dact": ({"phase": 1, "blocks": "all-but-last", "method": "deebert"},
+                                                         ["--method", "dact"], "evaluate it with --method deebert --knob S"),
+    "a plain checkpoint (DeeBERT's stage 1)": ({"phase": 1, "blocks": "last"}, [], "evaluate it with --method static --knob 4"),
+    "--rule with deebert": ({}, ["--method", "deebert", "--knob", "0.5", "--rule", "tight"], "deebert exits by its --knob: leave out --rule"),
+    "--rule with --no-halt": ({}, ["--no-halt", "--rule", "tight"], "--no-halt runs every block: leave out --rule"),
+}
+
+
+@pytest.mark.parametrize("case", EVAL_METHOD_CASES)
+def test_eval_refuses_an_exit_rule_the_checkpoint_was_not_trained_for(model_dir, data, tmp_path, case):
+    trained, args, fragment = EVAL_METHOD_CASES[case]
+    model = broken(model_dir, tmp_path, edit_json("config.json", **{"dact.trained": trained}))
+    assert_error(invoke("eval", "--model", model, "--data", data, *args), fragment)
+
+
+def test_eval_runs_the_checkpoints_own_method_by_default(model_dir, data, tmp_path):
+    model = broken(model_dir, tmp_path, edit_json("config.json", **{"dact.trained": {"phase": 1, "blocks": "weighted"}}))
+    out, _ = assert_clean(invoke("eval", "--model", model, "--data", data, "--knob", "2", "--json"))
+    assert strict_json(out)["method"] == "pabee" and strict_json(out)["knob"] == 2
+
+
 def test_plain_labels_unknown_to_the_model_are_an_error(tmp_path):
     """A model trained on labels '1'/'2' and a dev file labelled 0/1: '0' is no class of the
     model (it used to be read as class id 0)."""
@@ -308,6 +336,42 @@ TRAIN_OPTION_CASES = {
     "--device gpu": (["--device", "gpu"], "--device"),
     "--method with a clashing option": (["--method", "pabee", "--blocks", "all"], "--method pabee"),
 }
+
+
+# Options that the chosen run would not use (options.APPLIES): one Error line, before any work.
+NOT_APPLYING = {
+    "--tau in phase 1": (["--phase", "1", "--tau", "0.2"], "--tau applies to the DACT loss: phase 2 or the recipe"),
+    "--tau-end in phase 1": (["--phase", "1", "--tau-end", "0.2"], "--tau-end applies to the DACT loss"),
+    "--halt-lr in phase 1": (["--phase", "1", "--halt-lr", "0.1"], "--halt-lr applies to the DACT loss"),
+    "--freeze-backbone in phase 1": (["--phase", "1", "--freeze-backbone"], "--freeze-backbone applies to phase 2, or phase 1 with"),
+    "--rule in phase 1": (["--phase", "1", "--rule", "tight"], "--rule applies to dev evaluation with halting"),
+    "--blocks in phase 2": (["--blocks", "last"], "--blocks applies to phase 1 (the recipe sets it itself); this run is --phase 2: leave it out"),
+    "--distill in phase 2": (["--distill", "0.5"], "--distill applies to phase 1 with --blocks other than last"),
+    "--distill-temperature in phase 2": (["--distill-temperature", "2"], "--distill-temperature applies to --distill"),
+    "--distill with --blocks last": (["--phase", "1", "--blocks", "last", "--distill", "0.5"], "this run is --phase 1 --blocks last"),
+    "--halt-bias on a model with heads": (["--halt-bias", "1"], "already has heads that read 'cls'"),
+    "--head-input on a model with heads": (["--head-input", "mean"], "--head-input applies to new DACT heads"),
+    "--cache without --freeze-backbone": (["--cache", "c.pt"], "--cache applies to --freeze-backbone"),
+    "--lr with --freeze-backbone": (["--freeze-backbone", "--lr", "1e-4"], "this run is --phase 2 with --freeze-backbone"),
+    "--phase-epochs with --phase": (["--phase-epochs", "1,1,1"], "--phase-epochs applies to the recipe"),
+    "--keep-states with --phase": (["--keep-states"], "--keep-states applies to the recipe"),
+    "--tau with the phase --method sets": (["--method", "deebert", "--tau", "0.2"], "this run is --phase 1 --blocks all-but-last"),
+    "a setting with --resume": (["--resume", "--lr", "1e-4"], "--resume continues with the run's saved settings: leave out --"),
+}
+
+
+@pytest.mark.parametrize("case", NOT_APPLYING)
+def test_an_option_the_run_does_not_use_is_an_error(model_dir, data, tmp_path, case):
+    args, fragment = NOT_APPLYING[case]
+    assert_error(invoke(*train_args(model_dir, data, tmp_path / "run", *args)), fragment)
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_options_a_run_uses_are_accepted(model_dir, data, tmp_path):
+    assert_clean(invoke(*train_args(model_dir, data, tmp_path / "p2", "--tau", "0.2", "--tau-end", "0.3", "--halt-lr", "0.01",
+                                    "--rule", "tight", "--max-steps", "1")))
+    assert_clean(invoke(*train_args(model_dir, data, tmp_path / "p1", "--phase", "1", "--blocks", "all-but-last",
+                                    "--freeze-backbone", "--cache", tmp_path / "c.pt", "--distill", "0.5", "--max-steps", "1")))
 
 
 @pytest.mark.parametrize("case", TRAIN_OPTION_CASES)

@@ -206,12 +206,29 @@ def test_recipe_command_runs_and_refuses_options_each_phase_sets(tiny_model_dir,
 
     common = ["--model", str(tiny_model_dir), "--train", str(tiny_tsv), "--dev", str(tiny_tsv), "--task", "sst2",
               "--batch-size", "4", "--max-length", "16", "--max-steps", "2", "--quiet", "--device", "cpu"]
-    r = CliRunner().invoke(cli, ["train", *common, "--out", str(tmp_path / "run")])
+    r = CliRunner().invoke(cli, ["train", *common, "--out", str(tmp_path / "run"), "--keep-states", "--tau", "0.05", "--distill", "0.5"])
     assert r.exit_code == 0, r.output
     assert json.loads(r.output)["out"] == str(tmp_path / "run")
+    assert all((tmp_path / "run" / phase / "state.pt").is_file() for phase in ("phase1", "heads", "joint"))  # --keep-states
     r = CliRunner().invoke(cli, ["classify", "good film", "--model", str(tmp_path / "run" / "final")])
     assert r.exit_code == 0 and "blocks" in r.output
     r = CliRunner().invoke(cli, ["train", *common, "--out", str(tmp_path / "x"), "--lr", "1e-4"])
     assert r.exit_code == 1 and "--lr applies to one phase whose backbone trains" in r.output
+    r = CliRunner().invoke(cli, ["train", "--resume", "--out", str(tmp_path / "run")])
+    assert r.exit_code == 1 and f"the recipe in {tmp_path / 'run'} is finished" in r.output
     r = CliRunner().invoke(cli, ["train", *common, "--out", str(tmp_path / "y"), "--phase-epochs", "1,2"])
     assert r.exit_code == 1 and "--phase-epochs takes 3 positive numbers" in r.output
+
+
+@pytest.mark.parametrize("blocks, method", [("all", "static"), ("last", "plain"), ("weighted", "pabee"), ("all-but-last", "deebert")])
+def test_a_checkpoint_records_the_method_it_was_trained_for(tiny_model_dir, tiny_tsv, tmp_path, blocks, method):
+    from click.testing import CliRunner
+
+    from tinydact.cli import cli
+
+    r = CliRunner().invoke(cli, ["train", "--model", str(tiny_model_dir), "--train", str(tiny_tsv), "--out", str(tmp_path / "run"),
+                                 "--phase", "1", "--blocks", blocks, "--max-steps", "1", "--max-length", "16", "--quiet"])
+    assert r.exit_code == 0, r.output
+    for name in ("best", "final"):
+        trained = json.loads((tmp_path / "run" / name / "config.json").read_text())["dact"]["trained"]
+        assert trained["method"] == method and trained["blocks"] == blocks

@@ -2,8 +2,9 @@
 shows the halting test that really stopped each text, and that every user mistake ends in
 one line `Error: ...` and a non-zero exit, never a traceback.
 
-A few tests run the installed `tinydact` entry point (each pays the ~2 s torch import); the
-rest call the click command in-process with CliRunner."""
+A few tests run the installed `tinydact` entry point (each pays the ~2 s torch import, so they
+are marked slow); the rest call the click command in-process with CliRunner. Every `--help`
+runs through the real entry point too, and must not import torch."""
 
 import inspect
 import json
@@ -68,6 +69,7 @@ def entry_point():
     return str(exe)
 
 
+@pytest.mark.slow  # a process that imports torch: ~2-3 s
 def test_entry_point_prints_label_confidence_and_blocks(early_model_dir):
     r = subprocess.run([entry_point(), "classify", "a gripping, beautiful film", "good film", "--model", str(early_model_dir)],
                        capture_output=True, text=True, timeout=120)
@@ -83,6 +85,7 @@ def test_entry_point_prints_label_confidence_and_blocks(early_model_dir):
         assert (int(m.group(3)), int(m.group(4))) == (n, 6)
 
 
+@pytest.mark.slow  # a process that imports torch: ~2-3 s
 def test_python_m_reads_stdin(tiny_model_dir):
     r = subprocess.run([sys.executable, "-m", "tinydact", "classify", "-", "--json", "--model", str(tiny_model_dir)],
                        input="good film\nbad film\n", capture_output=True, text=True, timeout=120)
@@ -90,6 +93,7 @@ def test_python_m_reads_stdin(tiny_model_dir):
     assert [json.loads(line)["text"] for line in r.stdout.splitlines()] == ["good film", "bad film"]
 
 
+@pytest.mark.slow  # processes that import torch: ~2-3 s
 def test_entry_point_error_is_one_line(tmp_path):
     r = subprocess.run([entry_point(), "classify", "good film", "--model", str(tmp_path / "missing")],
                        capture_output=True, text=True, timeout=120)

@@ -148,6 +148,7 @@ def test_crlf_line_endings_read_like_lf(model_dir):
     assert lf == crlf
 
 
+@pytest.mark.slow  # a process that imports torch: ~2-3 s
 def test_undecodable_argv_is_one_error_line(model_dir):
     r = subprocess.run([sys.executable, "-m", "tinydact", "classify", b"caf\xe9 film", "--model", str(model_dir)],
                        capture_output=True, timeout=120)
@@ -592,6 +593,7 @@ def test_an_exception_during_a_save_leaves_no_temporary_files(model_dir, data, t
     assert not [p.name for p in out.iterdir() if ".tmp" in p.name]
 
 
+@pytest.mark.slow  # a real process, a real SIGTERM, and a resumed run: ~6 s
 def test_sigterm_then_resume_through_the_entry_point(model_dir, data, tmp_path):
     """A real process, a real SIGTERM: one Error line naming the resume command, a loadable
     state, and `--resume` finishes the run."""
@@ -619,6 +621,7 @@ def test_resume_without_anything_to_resume(tmp_path):
     assert_error(invoke("train", "--resume", "--out", tmp_path / "nothing"), "nothing to resume")
 
 
+@pytest.mark.slow  # two runs and a real kill -9: ~6 s
 def test_kill_9_then_resume_gives_the_weights_of_an_uninterrupted_run(model_dir, data, tmp_path):
     """SIGKILL leaves no chance to clean up: a stale lock and whatever state.pt was last
     written. `--resume` takes the lock over and ends at the uninterrupted run's weights."""

@@ -23,6 +23,7 @@ def losses(out):
     return [json.loads(line)["train_loss"] for line in (out / "log.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow  # 30 epochs with a dev evaluation each: ~3-6 s
 @pytest.mark.parametrize("phase", [1, 2])
 def test_training_lowers_the_loss(tiny_model_dir, tiny_tsv, tmp_path, phase):
     cfg = config(tiny_model_dir, tiny_tsv, tmp_path / "run", phase=phase, epochs=30, tau=0.01, eval_every=1000)
@@ -156,6 +157,7 @@ def test_recipe_runs_its_three_phases_and_leaves_a_final_model(tiny_model_dir, t
     assert r["label"] in ("negative", "positive") and 1 <= r["blocks"] <= 4
 
 
+@pytest.mark.slow  # two recipes each: ~3 s
 @pytest.mark.parametrize("phase, at", [("phase1", 3), ("heads", 2), ("joint", 4)])
 def test_recipe_interrupted_in_any_phase_resumes_to_the_same_model(tiny_model_dir, tiny_tsv, tmp_path, monkeypatch, phase, at):
     from tinydact.train import Batches, recipe

@@ -233,4 +233,4 @@ def test_a_checkpoint_records_the_method_it_was_trained_for(tiny_model_dir, tiny
     assert r.exit_code == 0, r.output
     for name in ("best", "final"):
         trained = json.loads((tmp_path / "run" / name / "config.json").read_text())["dact"]["trained"]
-        assert trained["method"] == method and trained["blocks"] == blocks
+        assert trained["method"] == method and trained["blocks"] == blocks and "tau" not in trained  # τ: phase 2 only

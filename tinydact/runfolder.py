@@ -184,7 +184,8 @@ class RunFolder:
         from .model import save_checkpoint  # not at the top: model.py writes through replace_folder above
 
         cfg = self.cfg
-        trained = {"phase": cfg.phase, "tau": cfg.tau, "step": step, "blocks": cfg.blocks, **({"tau_end": cfg.tau_end} if cfg.tau_end else {})}
+        trained = {"phase": cfg.phase, "step": step, "blocks": cfg.blocks}  # τ only where the loss used it: phase 2
+        trained.update({"tau": cfg.tau, **({"tau_end": cfg.tau_end} if cfg.tau_end else {})} if cfg.phase == 2 else {})
         trained["method"] = trained_method(trained)
         with uninterrupted():
             save_checkpoint(self.model, self.tokenizer, self.out / name, self.labels, self.task, getattr(torch, cfg.save_dtype),

@@ -84,7 +84,8 @@ def train(method, resume, overwrite, device, quiet, **options):
 
     \b
     Without --phase: the recipe of docs/dact.md §4 in one command, each phase in a subfolder
-    of --out (phase1/, heads/, joint/), the final model in --out/final.
+    of --out (phase1/, heads/, joint/), the final model in --out/final. An option the run
+    does not use (e.g. --tau in phase 1) is an error, not ignored.
     --method sets these options (giving one of them with another value is an error):
       dact    --phase 1   phase 1 (--blocks all or last): backbone + per-block answers
       dact    --phase 2   phase 2: the DACT loss (--freeze-backbone: heads only)

@@ -234,3 +234,26 @@ def test_a_checkpoint_records_the_method_it_was_trained_for(tiny_model_dir, tiny
     for name in ("best", "final"):
         trained = json.loads((tmp_path / "run" / name / "config.json").read_text())["dact"]["trained"]
         assert trained["method"] == method and trained["blocks"] == blocks and "tau" not in trained  # τ: phase 2 only
+
+
+def test_a_frozen_run_cut_by_max_steps_caches_only_its_batches_and_trains_the_same(tiny_model_dir, tiny_tsv, tmp_path, monkeypatch):
+    """--max-steps 2 of 3 steps per epoch: only the 8 training rows of its 2 batches go through
+    the backbone (a smoke run of the recipe's heads phase does not cache all of SST-2), and the
+    heads end where a run of the same 2 steps over a full cache ends."""
+    computed = []
+    real = train_module.cache_head_inputs
+
+    def recording(model, examples, *args):
+        computed.append(len(examples))
+        return real(model, examples, *args)
+
+    monkeypatch.setattr(train_module, "cache_head_inputs", recording)
+    cut = config(tiny_model_dir, tiny_tsv, tmp_path / "cut", freeze_backbone=True, max_steps=2, cache=str(tmp_path / "c.pt"))
+    train(cut, torch.device("cpu"), quiet=True)
+    assert computed == [8, 12] and not (tmp_path / "c.pt").exists()  # train rows of 2 batches of 4; dev, all of it
+    full = config(tiny_model_dir, tiny_tsv, tmp_path / "full", freeze_backbone=True, epochs=2 / 3)  # the same 2 steps
+    train(full, torch.device("cpu"), quiet=True)
+    assert computed[2:] == [12, 12]
+    a, _ = load_checkpoint(tmp_path / "cut" / "final")
+    b, _ = load_checkpoint(tmp_path / "full" / "final")
+    assert all(torch.equal(v, w) for v, w in zip(a.state_dict().values(), b.state_dict().values()))

@@ -152,13 +152,19 @@ class Batches:
     def __init__(self, cfg: TrainConfig, model, tokenizer, train_ex, dev_ex, device):
         self.cfg, self.examples, self.tokenizer, self.device = cfg, train_ex, tokenizer, device
         self.labels = torch.tensor([e.label for e in train_ex])
-        if cfg.freeze_backbone:  # the backbone's states, once; every "batch" then costs the same
-            self.train_xs, self.dev_xs = cached_head_inputs(model, train_ex, dev_ex, tokenizer, cfg, device)
-            self.lengths = [1] * len(train_ex)
-        else:
-            self.train_xs, self.dev_xs = None, None
-            self.lengths = example_lengths(train_ex, tokenizer, cfg.max_length)
+        self.lengths = [1] * len(train_ex) if cfg.freeze_backbone else example_lengths(train_ex, tokenizer, cfg.max_length)
         self.steps_per_epoch = len(batch_plan(self.lengths, cfg.batch_size))
+        self.total = min(max(1, math.ceil(cfg.epochs * self.steps_per_epoch)), cfg.max_steps or math.inf)  # the run's steps
+        self.train_xs, self.dev_xs = None, None
+        if cfg.freeze_backbone:  # the backbone's head inputs, once; every "batch" then costs the same
+            self.train_xs, self.dev_xs = cached_head_inputs(model, train_ex, dev_ex, tokenizer, cfg, device, self.used_rows())
+
+    def used_rows(self) -> list | None:
+        """The training examples a run that --max-steps stops within its first epoch uses (the
+        rows of its batches); None: all of them."""
+        if self.total >= self.steps_per_epoch or not self.cfg.max_steps:
+            return None
+        return sorted(i for idx in self.plan(0)[: self.total] for i in idx)
 
     def plan(self, epoch: int) -> list:
         return batch_plan(self.lengths, self.cfg.batch_size, shuffle=True, seed=self.cfg.seed + epoch)
@@ -192,11 +198,17 @@ def cache_head_inputs(model, examples, tokenizer, max_length: int, device, desc:
     return out
 
 
-def cached_head_inputs(model, train_ex, dev_ex, tokenizer, cfg: TrainConfig, device):
+def cached_head_inputs(model, train_ex, dev_ex, tokenizer, cfg: TrainConfig, device, rows=None):
     """The frozen backbone's head inputs for train and dev, from `cfg.cache` when its key
-    (the bytes of the model's weights and of the data files, and max_length) matches."""
+    (the bytes of the model's weights and of the data files, and max_length) matches. With
+    `rows` (a run cut short by --max-steps) only those training examples are computed (the
+    others stay 0, never read) and no cache file is read or written."""
     from .home import model_dir
 
+    if rows is not None:
+        train_xs = torch.zeros(len(train_ex), model.num_blocks, model.bert.config.hidden_size, dtype=torch.float16)
+        train_xs[rows] = cache_head_inputs(model, [train_ex[i] for i in rows], tokenizer, cfg.max_length, device, "caching train head inputs")
+        return train_xs, cache_head_inputs(model, dev_ex, tokenizer, cfg.max_length, device, "caching dev head inputs") if dev_ex else None
     files = [model_dir(cfg.model) / "model.safetensors", cfg.train] + ([cfg.dev] if cfg.dev else [])
     key = json.dumps({"files": [file_digest(f) for f in files], "max_length": cfg.max_length, "read": model.head_input})
     if cfg.cache and Path(cfg.cache).exists():
@@ -281,7 +293,7 @@ class Phase:
         self.batches = Batches(cfg, self.model, self.tokenizer, train_ex, self.dev_ex, device)
         self.run = RunFolder(out, cfg, self.model, self.tokenizer, labels, task)
         self.cfg, self.out, self.rank, self.world, self.device = cfg, out, rank, world, device
-        self.total = min(max(1, math.ceil(cfg.epochs * self.batches.steps_per_epoch)), cfg.max_steps or math.inf)
+        self.total = self.batches.total
         self.warm, self.eval_every = int(cfg.warmup * self.total), cfg.eval_every or self.batches.steps_per_epoch
         self.optimizer = adamw(parameter_groups(self.model, cfg))
         self.step, self.best = restore(saved, self.model, self.optimizer, rank) if saved else (0, None)

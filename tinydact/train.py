@@ -95,7 +95,7 @@ class BatchLoss(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------
-# Schedules: learning rate and τ
+# Schedules (learning rate, τ) and the optimizer
 # ----------------------------------------------------------------------------------------
 
 
@@ -407,6 +407,7 @@ RECIPE = (
     ("heads", {"phase": 2, "blocks": "all", "freeze_backbone": True, "batch_size": 256, "head_lr": 1e-3}),
     ("joint", {"phase": 2, "blocks": "all", "freeze_backbone": False, "lr": 2e-5, "head_lr": 5e-4}),
 )
+RECIPE_FILES = ("state.pt", "best", "final", "head-inputs.pt")  # what a finished recipe removes from each phase (not log.jsonl)
 
 
 def phase_epochs(text: str) -> list:
@@ -418,7 +419,6 @@ def phase_epochs(text: str) -> list:
         raise TinydactError(f"--phase-epochs takes {len(RECIPE)} positive numbers separated by commas "
                             f"(phase 1, heads only, joint), got {text!r}")
     return epochs
-RECIPE_FILES = ("state.pt", "best", "final", "head-inputs.pt")  # what a finished recipe removes from each phase (not log.jsonl)
 
 
 def recipe_config(cfg: TrainConfig, resume: bool) -> TrainConfig:

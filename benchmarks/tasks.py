@@ -64,7 +64,7 @@ from tinydact.home import model_dir
 from tinydact.model import estimate_flops, load_checkpoint
 from tinydact.options import HEAD_INPUTS, TRAIN_DTYPES
 from tinydact.tokenizer import Tokenizer
-from tinydact.train import RECIPE, TrainConfig, cls_cache, train
+from tinydact.train import RECIPE, TrainConfig, cache_head_inputs, train
 
 DATA = {"sst2": "data/glue/SST-2", "subj": "data/subj", "agnews": "data/agnews", "trec": "data/trec"}
 METHODS = ("plain", "deebert", "static", "static-ft", "pabee", "dact", "dact-distill")
@@ -164,7 +164,7 @@ def per_block(path: Path, data: Path, max_length: int) -> list:
     """Dev accuracy of each block's own answer y_n (the per-block classifiers) of a checkpoint."""
     model, meta = load_checkpoint(path)
     examples = read_examples(data, meta.get("task"), meta["labels"])[0]
-    states = cls_cache(model, examples, Tokenizer.from_pretrained(path), max_length, torch.device("cpu"), "per-block")
+    states = cache_head_inputs(model, examples, Tokenizer.from_pretrained(path), max_length, torch.device("cpu"), "per-block")
     return block_accuracies(model, states, torch.tensor([e.label for e in examples]), torch.device("cpu"))
 
 

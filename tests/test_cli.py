@@ -2,8 +2,9 @@
 shows the halting test that really stopped each text, and that every user mistake ends in
 one line `Error: ...` and a non-zero exit, never a traceback.
 
-A few tests run the installed `tinydact` entry point (each pays the ~2 s torch import); the
-rest call the click command in-process with CliRunner."""
+A few tests run the installed `tinydact` entry point (each pays the ~2 s torch import, so they
+are marked slow); the rest call the click command in-process with CliRunner. Every `--help`
+runs through the real entry point too, and must not import torch."""
 
 import inspect
 import json
@@ -68,6 +69,7 @@ def entry_point():
     return str(exe)
 
 
+@pytest.mark.slow  # a process that imports torch: ~2-3 s
 def test_entry_point_prints_label_confidence_and_blocks(early_model_dir):
     r = subprocess.run([entry_point(), "classify", "a gripping, beautiful film", "good film", "--model", str(early_model_dir)],
                        capture_output=True, text=True, timeout=120)
@@ -83,6 +85,7 @@ def test_entry_point_prints_label_confidence_and_blocks(early_model_dir):
         assert (int(m.group(3)), int(m.group(4))) == (n, 6)
 
 
+@pytest.mark.slow  # a process that imports torch: ~2-3 s
 def test_python_m_reads_stdin(tiny_model_dir):
     r = subprocess.run([sys.executable, "-m", "tinydact", "classify", "-", "--json", "--model", str(tiny_model_dir)],
                        input="good film\nbad film\n", capture_output=True, text=True, timeout=120)
@@ -90,6 +93,7 @@ def test_python_m_reads_stdin(tiny_model_dir):
     assert [json.loads(line)["text"] for line in r.stdout.splitlines()] == ["good film", "bad film"]
 
 
+@pytest.mark.slow  # processes that import torch: ~2-3 s
 def test_entry_point_error_is_one_line(tmp_path):
     r = subprocess.run([entry_point(), "classify", "good film", "--model", str(tmp_path / "missing")],
                        capture_output=True, text=True, timeout=120)
@@ -363,3 +367,36 @@ def test_default_model_files_are_complete():
         assert (path / name).is_file(), name
     model, meta = load_checkpoint(path)
     assert meta["labels"] == ["negative", "positive"]
+
+
+# ----------------------------------------------------------------------------------------
+# --help without torch; eval's defaults: the shipped model, the checkpoint's own method
+# ----------------------------------------------------------------------------------------
+
+
+def imported_modules(*args) -> set:
+    """The modules `python -X importtime -m tinydact ARGS` imports (the real entry point)."""
+    r = subprocess.run([sys.executable, "-X", "importtime", "-m", "tinydact", *args], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return {line.rsplit("|", 1)[-1].strip() for line in r.stderr.splitlines() if line.startswith("import time:")}
+
+
+@pytest.mark.parametrize("command", ["", *cli.commands])
+def test_every_help_answers_without_importing_torch(command):
+    modules = imported_modules(*([command] if command else []), "--help")
+    assert "click" in modules and "torch" not in modules and not any(m.startswith("torch.") for m in modules)
+
+
+def test_train_help_gives_the_default_tau_and_the_authors():
+    _, out, _, _ = invoke("train", "--help")
+    text = " ".join(out.split())
+    assert "--tau FLOAT RANGE" in text and "[default: 0.1; x>=0.0]" in text and "authors' default, 1e-3" in text
+
+
+def test_eval_defaults_to_the_shipped_model_and_its_method(tiny_tsv):
+    path = needs_default_model()
+    assert json.loads((path / "config.json").read_text())["dact"]["trained"]["phase"] == 2  # a DACT model, read by the table
+    code, out, err, _ = invoke("eval", "--data", tiny_tsv, "--json")
+    assert code == 0, err
+    r = json.loads(out)
+    assert r["num_blocks"] == 6 and r["rule"] == "paper" and "method" not in r  # DACT's own exit on weights/

@@ -35,14 +35,14 @@ def torchrun(*args, procs=2):
 
 
 def flags(cfg: TrainConfig):
-    """The command-line flags that give `cfg`."""
+    """The command-line flags that give `cfg` (those that differ from the defaults: an option
+    the run does not use is refused on the command line)."""
     args = []
     for k, v in vars(cfg).items():
         name = "--" + k.replace("_", "-")
-        if isinstance(v, bool):
-            args += [name] if v else []
-        elif v is not None:
-            args += [name, str(v)]
+        if v == getattr(TrainConfig, k):
+            continue
+        args += [name] if isinstance(v, bool) else [name, str(v)]
     return args
 
 

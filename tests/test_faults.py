@@ -148,6 +148,7 @@ def test_crlf_line_endings_read_like_lf(model_dir):
     assert lf == crlf
 
 
+@pytest.mark.slow  # a process that imports torch: ~2-3 s
 def test_undecodable_argv_is_one_error_line(model_dir):
     r = subprocess.run([sys.executable, "-m", "tinydact", "classify", b"caf\xe9 film", "--model", str(model_dir)],
                        capture_output=True, timeout=120)
@@ -243,6 +244,34 @@ def test_eval_rejects_bad_options_and_data(model_dir, data, tmp_path, case):
     assert_error(invoke("eval", "--model", model_dir, "--data", data, *args), fragment)
 
 
+# The exit rule eval runs by default is the one the checkpoint was trained for (its config's
+# dact.trained: `method`, or for older checkpoints phase and blocks); a rule whose modules were
+# never trained, or an option that the rule does not use, is an error.
+EVAL_METHOD_CASES = {
+    "a pabee checkpoint without --knob": ({"phase": 1, "blocks": "weighted"}, [], "was trained for pabee exits: give its knob, --knob t"),
+    "a static checkpoint with --method dact": ({"phase": 1, "blocks": "all"}, ["--method", "dact"],
+                                               "a static baseline (phase 1 only): its halting units were never trained"),
+    "a recorded deebert checkpoint with --method dact": ({"phase": 1, "blocks": "all-but-last", "method": "deebert"},
+                                                         ["--method", "dact"], "evaluate it with --method deebert --knob S"),
+    "a plain checkpoint (DeeBERT's stage 1)": ({"phase": 1, "blocks": "last"}, [], "evaluate it with --method static --knob 4"),
+    "--rule with deebert": ({}, ["--method", "deebert", "--knob", "0.5", "--rule", "tight"], "deebert exits by its --knob: leave out --rule"),
+    "--rule with --no-halt": ({}, ["--no-halt", "--rule", "tight"], "--no-halt runs every block: leave out --rule"),
+}
+
+
+@pytest.mark.parametrize("case", EVAL_METHOD_CASES)
+def test_eval_refuses_an_exit_rule_the_checkpoint_was_not_trained_for(model_dir, data, tmp_path, case):
+    trained, args, fragment = EVAL_METHOD_CASES[case]
+    model = broken(model_dir, tmp_path, edit_json("config.json", **{"dact.trained": trained}))
+    assert_error(invoke("eval", "--model", model, "--data", data, *args), fragment)
+
+
+def test_eval_runs_the_checkpoints_own_method_by_default(model_dir, data, tmp_path):
+    model = broken(model_dir, tmp_path, edit_json("config.json", **{"dact.trained": {"phase": 1, "blocks": "weighted"}}))
+    out, _ = assert_clean(invoke("eval", "--model", model, "--data", data, "--knob", "2", "--json"))
+    assert strict_json(out)["method"] == "pabee" and strict_json(out)["knob"] == 2
+
+
 def test_plain_labels_unknown_to_the_model_are_an_error(tmp_path):
     """A model trained on labels '1'/'2' and a dev file labelled 0/1: '0' is no class of the
     model (it used to be read as class id 0)."""
@@ -310,6 +339,42 @@ TRAIN_OPTION_CASES = {
 }
 
 
+# Options that the chosen run would not use (options.APPLIES): one Error line, before any work.
+NOT_APPLYING = {
+    "--tau in phase 1": (["--phase", "1", "--tau", "0.2"], "--tau applies to the DACT loss: phase 2 or the recipe"),
+    "--tau-end in phase 1": (["--phase", "1", "--tau-end", "0.2"], "--tau-end applies to the DACT loss"),
+    "--halt-lr in phase 1": (["--phase", "1", "--halt-lr", "0.1"], "--halt-lr applies to the DACT loss"),
+    "--freeze-backbone in phase 1": (["--phase", "1", "--freeze-backbone"], "--freeze-backbone applies to phase 2, or phase 1 with"),
+    "--rule in phase 1": (["--phase", "1", "--rule", "tight"], "--rule applies to dev evaluation with halting"),
+    "--blocks in phase 2": (["--blocks", "last"], "--blocks applies to phase 1 (the recipe sets it itself); this run is --phase 2: leave it out"),
+    "--distill in phase 2": (["--distill", "0.5"], "--distill applies to phase 1 with --blocks other than last"),
+    "--distill-temperature in phase 2": (["--distill-temperature", "2"], "--distill-temperature applies to --distill"),
+    "--distill with --blocks last": (["--phase", "1", "--blocks", "last", "--distill", "0.5"], "this run is --phase 1 --blocks last"),
+    "--halt-bias on a model with heads": (["--halt-bias", "1"], "already has heads that read 'cls'"),
+    "--head-input on a model with heads": (["--head-input", "mean"], "--head-input applies to new DACT heads"),
+    "--cache without --freeze-backbone": (["--cache", "c.pt"], "--cache applies to --freeze-backbone"),
+    "--lr with --freeze-backbone": (["--freeze-backbone", "--lr", "1e-4"], "this run is --phase 2 with --freeze-backbone"),
+    "--phase-epochs with --phase": (["--phase-epochs", "1,1,1"], "--phase-epochs applies to the recipe"),
+    "--keep-states with --phase": (["--keep-states"], "--keep-states applies to the recipe"),
+    "--tau with the phase --method sets": (["--method", "deebert", "--tau", "0.2"], "this run is --phase 1 --blocks all-but-last"),
+    "a setting with --resume": (["--resume", "--lr", "1e-4"], "--resume continues with the run's saved settings: leave out --"),
+}
+
+
+@pytest.mark.parametrize("case", NOT_APPLYING)
+def test_an_option_the_run_does_not_use_is_an_error(model_dir, data, tmp_path, case):
+    args, fragment = NOT_APPLYING[case]
+    assert_error(invoke(*train_args(model_dir, data, tmp_path / "run", *args)), fragment)
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_options_a_run_uses_are_accepted(model_dir, data, tmp_path):
+    assert_clean(invoke(*train_args(model_dir, data, tmp_path / "p2", "--tau", "0.2", "--tau-end", "0.3", "--halt-lr", "0.01",
+                                    "--rule", "tight", "--max-steps", "1")))
+    assert_clean(invoke(*train_args(model_dir, data, tmp_path / "p1", "--phase", "1", "--blocks", "all-but-last",
+                                    "--freeze-backbone", "--cache", tmp_path / "c.pt", "--distill", "0.5", "--max-steps", "1")))
+
+
 @pytest.mark.parametrize("case", TRAIN_OPTION_CASES)
 def test_train_rejects_bad_options_before_any_work(model_dir, data, tmp_path, case):
     args, fragment = TRAIN_OPTION_CASES[case]
@@ -321,7 +386,7 @@ def test_recipe_options_are_checked_too(model_dir, data, tmp_path):
     base = ["train", "--model", model_dir, "--train", data, "--out", tmp_path / "r", "--quiet", "--max-steps", "1"]
     assert_error(invoke(*base, "--phase-epochs", "1,0,1"), "--phase-epochs takes 3 positive numbers")
     assert_error(invoke(*base, "--phase-epochs", "a,b,c"), "--phase-epochs")
-    assert_error(invoke(*base, "--epochs", "2"), "the recipe sets --epochs")
+    assert_error(invoke(*base, "--epochs", "2"), "--epochs applies to one phase (the recipe: --phase-epochs); this run is the recipe")
     assert_error(invoke(*base, "--tau", "inf"), "--tau must be a finite number")
 
 
@@ -467,7 +532,7 @@ def test_a_bad_cache_is_one_error_line(model_dir, data, tmp_path, content):
 def test_the_cache_follows_the_content_of_data_and_model(model_dir, tmp_path):
     """An edited training file of the same length, or a model retrained in the same folder,
     gets its states computed again (the key covers the bytes, not names and sizes)."""
-    from tinydact.train import TrainConfig, cached_states, load_data_and_model
+    from tinydact.train import TrainConfig, cached_head_inputs, load_data_and_model
 
     train = write(tmp_path, "t.tsv", TINY_TSV)
     model = tmp_path / "m"
@@ -477,7 +542,7 @@ def test_the_cache_follows_the_content_of_data_and_model(model_dir, tmp_path):
 
     def states():
         train_ex, dev_ex, _, _, tok, m = load_data_and_model(cfg, torch.device("cpu"))
-        return cached_states(m, train_ex, dev_ex, tok, cfg, torch.device("cpu"))[0]
+        return cached_head_inputs(m, train_ex, dev_ex, tok, cfg, torch.device("cpu"))[0]
 
     first = states()
     assert torch.equal(states(), first)  # reused
@@ -500,9 +565,7 @@ def test_an_interrupt_during_a_best_save_finishes_it(model_dir, data, tmp_path, 
             os.kill(os.getpid(), signal.SIGINT)  # arrives in the middle of the save
         return real(model, tokenizer, path, *args, **kw)
 
-    import tinydact.train as train_module
-
-    monkeypatch.setattr(train_module, "save_checkpoint", interrupted_save)
+    monkeypatch.setattr(model_module, "save_checkpoint", interrupted_save)
     out = tmp_path / "run"
     assert_error(invoke(*train_args(model_dir, data, out, "--eval-every", "1", "--save-every", "100", "--max-steps", "12",
                                     "--lr", "0", "--head-lr", "0.05")), "interrupted at step")
@@ -512,9 +575,9 @@ def test_an_interrupt_during_a_best_save_finishes_it(model_dir, data, tmp_path, 
 
 
 def test_an_exception_during_a_save_leaves_no_temporary_files(model_dir, data, tmp_path, monkeypatch):
-    import tinydact.train as train_module
+    import tinydact.runfolder as runfolder_module
 
-    real = train_module.atomic_write
+    real = runfolder_module.atomic_write
 
     def failing(path, write):
         if path.name == "state.pt":
@@ -524,12 +587,13 @@ def test_an_exception_during_a_save_leaves_no_temporary_files(model_dir, data, t
             return real(path, half)
         return real(path, write)
 
-    monkeypatch.setattr(train_module, "atomic_write", failing)
+    monkeypatch.setattr(runfolder_module, "atomic_write", failing)
     out = tmp_path / "run"
     assert_error(invoke(*train_args(model_dir, data, out)), "No space left on device")
     assert not [p.name for p in out.iterdir() if ".tmp" in p.name]
 
 
+@pytest.mark.slow  # a real process, a real SIGTERM, and a resumed run: ~6 s
 def test_sigterm_then_resume_through_the_entry_point(model_dir, data, tmp_path):
     """A real process, a real SIGTERM: one Error line naming the resume command, a loadable
     state, and `--resume` finishes the run."""
@@ -557,6 +621,7 @@ def test_resume_without_anything_to_resume(tmp_path):
     assert_error(invoke("train", "--resume", "--out", tmp_path / "nothing"), "nothing to resume")
 
 
+@pytest.mark.slow  # two runs and a real kill -9: ~6 s
 def test_kill_9_then_resume_gives_the_weights_of_an_uninterrupted_run(model_dir, data, tmp_path):
     """SIGKILL leaves no chance to clean up: a stale lock and whatever state.pt was last
     written. `--resume` takes the lock over and ends at the uninterrupted run's weights."""

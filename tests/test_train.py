@@ -23,6 +23,7 @@ def losses(out):
     return [json.loads(line)["train_loss"] for line in (out / "log.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow  # 30 epochs with a dev evaluation each: ~3-6 s
 @pytest.mark.parametrize("phase", [1, 2])
 def test_training_lowers_the_loss(tiny_model_dir, tiny_tsv, tmp_path, phase):
     cfg = config(tiny_model_dir, tiny_tsv, tmp_path / "run", phase=phase, epochs=30, tau=0.01, eval_every=1000)
@@ -130,9 +131,9 @@ def test_the_loss_gets_tau_or_its_linear_ramp_to_tau_end(tiny_model_dir, tiny_ts
 # ----------------------------------------------------------------------------------------
 
 
-def recipe_config(tiny_model_dir, tiny_tsv, out):
+def recipe_config(tiny_model_dir, tiny_tsv, out, **kw):
     return TrainConfig(model=str(tiny_model_dir), train=str(tiny_tsv), dev=str(tiny_tsv), out=str(out), task="sst2",
-                       batch_size=4, max_length=16, warmup=0.0, save_every=2, tau=0.05, phase_epochs="2,3,2")
+                       batch_size=4, max_length=16, warmup=0.0, save_every=2, tau=0.05, phase_epochs="2,3,2", **kw)
 
 
 def test_recipe_runs_its_three_phases_and_leaves_a_final_model(tiny_model_dir, tiny_tsv, tmp_path):
@@ -140,11 +141,11 @@ def test_recipe_runs_its_three_phases_and_leaves_a_final_model(tiny_model_dir, t
     from tinydact.train import recipe
 
     out = tmp_path / "run"
-    recipe(recipe_config(tiny_model_dir, tiny_tsv, out), torch.device("cpu"), quiet=True)
+    recipe(recipe_config(tiny_model_dir, tiny_tsv, out, keep_states=True), torch.device("cpu"), quiet=True)
     trained = {name: json.loads((out / name / "final" / "config.json").read_text())["dact"]["trained"]
                for name in ("phase1", "heads", "joint")}
     assert [(t["phase"], t["step"]) for t in trained.values()] == [(1, 6), (2, 3), (2, 6)]
-    assert (out / "heads" / "cls-cache.pt").is_file()  # the heads trained on cached [CLS] states
+    assert (out / "heads" / "head-inputs.pt").is_file()  # the heads trained on cached head inputs
     heads, _ = load_checkpoint(out / "heads" / "final")
     phase1, _ = load_checkpoint(out / "phase1" / "final")
     assert all(torch.equal(v, w) for v, w in zip(phase1.bert.state_dict().values(), heads.bert.state_dict().values()))
@@ -156,6 +157,7 @@ def test_recipe_runs_its_three_phases_and_leaves_a_final_model(tiny_model_dir, t
     assert r["label"] in ("negative", "positive") and 1 <= r["blocks"] <= 4
 
 
+@pytest.mark.slow  # two recipes each: ~3 s
 @pytest.mark.parametrize("phase, at", [("phase1", 3), ("heads", 2), ("joint", 4)])
 def test_recipe_interrupted_in_any_phase_resumes_to_the_same_model(tiny_model_dir, tiny_tsv, tmp_path, monkeypatch, phase, at):
     from tinydact.train import Batches, recipe
@@ -186,6 +188,19 @@ def test_recipe_interrupted_in_any_phase_resumes_to_the_same_model(tiny_model_di
         assert torch.allclose(v, w, atol=1e-6), k
 
 
+def test_a_finished_recipe_keeps_only_its_model_settings_and_logs(tiny_model_dir, tiny_tsv, tmp_path):
+    from tinydact.train import recipe
+
+    out = tmp_path / "run"
+    recipe(recipe_config(tiny_model_dir, tiny_tsv, out), torch.device("cpu"), quiet=True)
+    left = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and p.parent.name != "final")
+    assert left == ["heads/log.jsonl", "joint/log.jsonl", "phase1/log.jsonl", "recipe.json"]
+    assert json.loads((out / "final" / "config.json").read_text())["dact"]["trained"]["method"] == "dact"
+    with pytest.raises(TinydactError, match="is finished.*nothing to resume"):
+        recipe(TrainConfig(out=str(out)), torch.device("cpu"), resume=True, quiet=True)
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and p.parent.name != "final") == left
+
+
 def test_recipe_command_runs_and_refuses_options_each_phase_sets(tiny_model_dir, tiny_tsv, tmp_path):
     from click.testing import CliRunner
 
@@ -193,12 +208,52 @@ def test_recipe_command_runs_and_refuses_options_each_phase_sets(tiny_model_dir,
 
     common = ["--model", str(tiny_model_dir), "--train", str(tiny_tsv), "--dev", str(tiny_tsv), "--task", "sst2",
               "--batch-size", "4", "--max-length", "16", "--max-steps", "2", "--quiet", "--device", "cpu"]
-    r = CliRunner().invoke(cli, ["train", *common, "--out", str(tmp_path / "run")])
+    r = CliRunner().invoke(cli, ["train", *common, "--out", str(tmp_path / "run"), "--keep-states", "--tau", "0.05", "--distill", "0.5"])
     assert r.exit_code == 0, r.output
     assert json.loads(r.output)["out"] == str(tmp_path / "run")
+    assert all((tmp_path / "run" / phase / "state.pt").is_file() for phase in ("phase1", "heads", "joint"))  # --keep-states
     r = CliRunner().invoke(cli, ["classify", "good film", "--model", str(tmp_path / "run" / "final")])
     assert r.exit_code == 0 and "blocks" in r.output
     r = CliRunner().invoke(cli, ["train", *common, "--out", str(tmp_path / "x"), "--lr", "1e-4"])
-    assert r.exit_code == 1 and "the recipe sets --lr for each phase itself" in r.output
+    assert r.exit_code == 1 and "--lr applies to one phase whose backbone trains" in r.output
+    r = CliRunner().invoke(cli, ["train", "--resume", "--out", str(tmp_path / "run")])
+    assert r.exit_code == 1 and f"the recipe in {tmp_path / 'run'} is finished" in r.output
     r = CliRunner().invoke(cli, ["train", *common, "--out", str(tmp_path / "y"), "--phase-epochs", "1,2"])
     assert r.exit_code == 1 and "--phase-epochs takes 3 positive numbers" in r.output
+
+
+@pytest.mark.parametrize("blocks, method", [("all", "static"), ("last", "plain"), ("weighted", "pabee"), ("all-but-last", "deebert")])
+def test_a_checkpoint_records_the_method_it_was_trained_for(tiny_model_dir, tiny_tsv, tmp_path, blocks, method):
+    from click.testing import CliRunner
+
+    from tinydact.cli import cli
+
+    r = CliRunner().invoke(cli, ["train", "--model", str(tiny_model_dir), "--train", str(tiny_tsv), "--out", str(tmp_path / "run"),
+                                 "--phase", "1", "--blocks", blocks, "--max-steps", "1", "--max-length", "16", "--quiet"])
+    assert r.exit_code == 0, r.output
+    for name in ("best", "final"):
+        trained = json.loads((tmp_path / "run" / name / "config.json").read_text())["dact"]["trained"]
+        assert trained["method"] == method and trained["blocks"] == blocks and "tau" not in trained  # τ: phase 2 only
+
+
+def test_a_frozen_run_cut_by_max_steps_caches_only_its_batches_and_trains_the_same(tiny_model_dir, tiny_tsv, tmp_path, monkeypatch):
+    """--max-steps 2 of 3 steps per epoch: only the 8 training rows of its 2 batches go through
+    the backbone (a smoke run of the recipe's heads phase does not cache all of SST-2), and the
+    heads end where a run of the same 2 steps over a full cache ends."""
+    computed = []
+    real = train_module.cache_head_inputs
+
+    def recording(model, examples, *args):
+        computed.append(len(examples))
+        return real(model, examples, *args)
+
+    monkeypatch.setattr(train_module, "cache_head_inputs", recording)
+    cut = config(tiny_model_dir, tiny_tsv, tmp_path / "cut", freeze_backbone=True, max_steps=2, cache=str(tmp_path / "c.pt"))
+    train(cut, torch.device("cpu"), quiet=True)
+    assert computed == [8, 12] and not (tmp_path / "c.pt").exists()  # train rows of 2 batches of 4; dev, all of it
+    full = config(tiny_model_dir, tiny_tsv, tmp_path / "full", freeze_backbone=True, epochs=2 / 3)  # the same 2 steps
+    train(full, torch.device("cpu"), quiet=True)
+    assert computed[2:] == [12, 12]
+    a, _ = load_checkpoint(tmp_path / "cut" / "final")
+    b, _ = load_checkpoint(tmp_path / "full" / "final")
+    assert all(torch.equal(v, w) for v, w in zip(a.state_dict().values(), b.state_dict().values()))

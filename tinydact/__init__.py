@@ -10,6 +10,14 @@ model.py (DACT-BERT, early exit), train.py, evaluate.py, baselines.py, api.py, c
 
 __version__ = "0.1.0"
 
-from .api import Classifier, load  # noqa: E402
-
 __all__ = ["Classifier", "load"]
+
+
+def __getattr__(name):
+    """`tinydact.load` and `tinydact.Classifier`, imported on first use: importing the package
+    (as the command line does for `--help`) does not import torch."""
+    if name in __all__:
+        from . import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'tinydact' has no attribute {name!r}")

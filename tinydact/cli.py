@@ -2,6 +2,9 @@
 
 Every mistake of the user's (a missing file, a bad flag, a corrupt checkpoint) arrives here as
 a `TinydactError` and is printed as one line, `Error: ...`, with exit status 1.
+
+Modules that import torch are imported inside the commands, so that `--help` (of the group
+and of every command) answers without loading torch.
 """
 
 import json
@@ -11,12 +14,8 @@ from dataclasses import fields
 import click
 from click.core import ParameterSource
 
-from .baselines import METHODS
-from .dact import RULES
-from .api import resolve_device
-from .data import text_lines
 from .errors import TinydactError
-from .explain import legend, table
+from .options import DTYPES, METHODS, RULES, TrainConfig, trained_method
 
 
 class Group(click.Group):
@@ -34,8 +33,10 @@ DEVICE = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), de
 RULE = click.option("--rule", type=click.Choice(RULES), default="paper", show_default=True,
                     help="halting rule: the paper's bound, or the tight one (also exact, never later)")
 NO_HALT = click.option("--no-halt", is_flag=True, help="run every block (full depth): same predictions, by construction")
+KNOBS = {"static": "k (exit at block k)", "deebert": "S (exit when the answer's entropy < S)",
+         "pabee": "t (exit when t blocks in a row agree)"}  # each baseline's exit knob (baselines.py)
 MODEL_HELP = "tinydact checkpoint: a directory, or the name of a downloaded model"
-DTYPE = click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default="float32", show_default=True,
+DTYPE = click.option("--dtype", type=click.Choice(DTYPES), default="float32", show_default=True,
                      help="the backbone's compute dtype (bfloat16: fast on CPUs with AVX512-BF16/AMX and GPUs; float16: CUDA only)")
 
 
@@ -55,8 +56,6 @@ def echo_json(obj) -> None:
 
 def config_options(f):
     """One click option per TrainConfig field, with the field's default, help and range."""
-    from .train import TrainConfig
-
     for field in reversed(fields(TrainConfig)):
         m, name = field.metadata, "--" + field.name.replace("_", "-")
         if isinstance(field.default, bool):
@@ -85,7 +84,8 @@ def train(method, resume, overwrite, device, quiet, **options):
 
     \b
     Without --phase: the recipe of docs/dact.md §4 in one command, each phase in a subfolder
-    of --out (phase1/, heads/, joint/), the final model in --out/final.
+    of --out (phase1/, heads/, joint/), the final model in --out/final. An option the run
+    does not use (e.g. --tau in phase 1) is an error, not ignored.
     --method sets these options (giving one of them with another value is an error):
       dact    --phase 1   phase 1 (--blocks all or last): backbone + per-block answers
       dact    --phase 2   phase 2: the DACT loss (--freeze-backbone: heads only)
@@ -94,8 +94,9 @@ def train(method, resume, overwrite, device, quiet, **options):
       deebert --phase 2   stage 2 = --phase 1 --blocks all-but-last --freeze-backbone:
                           the other classifiers on the frozen backbone (start from stage 1)
       pabee               --phase 1 --blocks weighted: jointly, loss Σ_j j·L_j / Σ_j j"""
+    from .api import resolve_device
     from .baselines import method_settings
-    from .train import TrainConfig, run_training
+    from .train import run_training
 
     if options["out"] is None:
         raise TinydactError("--out is required")
@@ -106,23 +107,23 @@ def train(method, resume, overwrite, device, quiet, **options):
     if method is not None:
         options.update(method_settings(method, options, given))
     cfg = TrainConfig(**options)
-    best = run_training(cfg, resolve_device(device), resume=resume, quiet=quiet, overwrite=overwrite)
+    best = run_training(cfg, resolve_device(device), resume=resume, quiet=quiet, overwrite=overwrite, given=given & set(options))
     echo_json({"best": best, "out": cfg.out})
 
 
 @cli.command("eval")
-@click.option("--model", "model_dir", required=True, help=MODEL_HELP)
+@click.option("--model", "model_dir", default=None, metavar="DIR", help=MODEL_HELP + " (default: the shipped weights/)")
 @click.option("--data", required=True, help="labelled TSV")
 @click.option("--task", default=None, help="data format (default: the model's, else detected)")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="examples per batch")
 @click.option("--max-length", type=click.IntRange(min=2), default=128, show_default=True, help="tokens per example")
 @NO_HALT
 @RULE
-@click.option("--method", type=click.Choice(METHODS), default="dact", show_default=True,
-              help="exit rule: DACT's halting test, or a baseline's on the same per-block answers")
+@click.option("--method", type=click.Choice(METHODS), default=None,
+              help="exit rule: DACT's halting test, or a baseline's on the same per-block answers "
+                   "(default: the method the checkpoint was trained for, see tinydact train --help)")
 @click.option("--knob", type=float, default=None,
-              help="the baseline's exit knob: static k (exit at block k), deebert S (exit when the "
-                   "answer's entropy < S), pabee t (exit when t blocks in a row agree)")
+              help="the baseline's exit knob: " + ", ".join(f"{m} {knob}" for m, knob in KNOBS.items()))
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 @DEVICE
 @DTYPE
@@ -133,6 +134,8 @@ def eval_(model_dir, data, task, batch_size, max_length, no_halt, rule, method, 
     from .evaluate import evaluate
 
     clf = load(model_dir, device, dtype)
+    given = {name for name in ("rule", "method") if click.get_current_context().get_parameter_source(name) == ParameterSource.COMMANDLINE}
+    method = eval_method(method, knob, "rule" in given, no_halt, model_dir, clf.num_blocks)
     examples, task, _ = read_examples(data, task or clf.task, clf.labels)
     r = evaluate(clf.model, examples, clf.tokenizer, batch_size, max_length, halt=not no_halt, rule=rule,
                  device=clf.device, method=method, knob=knob)
@@ -150,6 +153,31 @@ def eval_(model_dir, data, task, batch_size, max_length, no_halt, rule, method, 
                f"wall-clock    {r['seconds']:.2f} s at batch size {batch_size}")
 
 
+def eval_method(method, knob, rule_given: bool, no_halt: bool, model, num_blocks: int) -> str:
+    """The exit rule `tinydact eval` runs: `method`, or by default the one the checkpoint `model`
+    (None: the shipped one) was trained for (its config's `dact.trained`, `options.trained_method`). A method whose
+    modules were never trained for it, or an option it does not use, is an error."""
+    from .home import model_dir, shipped_model
+    from .model import read_dact_config
+
+    name = str(shipped_model() if model is None else model_dir(model))
+    trained = trained_method(read_dact_config(name).get("trained"))
+    if method is None and trained == "plain" or method == "dact" and trained not in (None, "dact"):
+        what = {"plain": "a plain classifier on its last block (DeeBERT's stage 1)"}.get(trained, f"a {trained} baseline (phase 1 only)")
+        instead = f"--method static --knob {num_blocks}" if trained == "plain" else f"--method {trained} --knob {KNOBS[trained].split()[0]}"
+        raise TinydactError(f"{name} was trained as {what}: its halting units were never trained, so DACT's exit would be "
+                            f"meaningless; evaluate it with {instead}, or train DACT's phase 2 on it first "
+                            f"(tinydact train --phase 2 --model {name} ...)")
+    if method is None and trained in KNOBS and knob is None:
+        raise TinydactError(f"{name} was trained for {trained} exits: give its knob, --knob {KNOBS[trained]} "
+                            "(or another exit rule with --method)")
+    method = method or trained or "dact"
+    if rule_given and (method != "dact" or no_halt):
+        why = "--no-halt runs every block" if method == "dact" else f"{method} exits by its --knob"
+        raise TinydactError(f"--rule is DACT's halting rule, and {why}: leave out --rule")
+    return method
+
+
 # ----------------------------------------------------------------------------------------
 # classify: print what `tinydact.load(...)(texts)` returns
 # ----------------------------------------------------------------------------------------
@@ -158,6 +186,8 @@ def eval_(model_dir, data, task, batch_size, max_length, no_halt, rule, method, 
 def classify_inputs(texts, pair) -> list:
     """Texts or (text_a, text_b) pairs from the TEXT arguments and --pair, or from standard
     input for `-`: one text per line, a TAB between the two sentences of a pair."""
+    from .data import text_lines
+
     if list(texts) == ["-"]:
         if pair is not None:
             raise TinydactError("--pair goes with one TEXT argument; on standard input, a TAB separates the two sentences")
@@ -190,6 +220,7 @@ def classify(texts, model_dir, pair, batch_size, no_halt, rule, as_json, explain
     TEXT `-` reads one text per line from standard input (a TAB between the two sentences
     of a pair). Prints the label, its probability in a_n at the exit, and the blocks run."""
     from .api import load
+    from .explain import legend, table
 
     inputs = classify_inputs(texts, pair)
     clf = load(model_dir, device, dtype)

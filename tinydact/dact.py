@@ -39,7 +39,7 @@ from torch import nn
 # almost no say, which throws away the pretrained depth. With h ≈ 0.953 and N = 12 the
 # weights are ≈ (0, …, 0.04, 0.10, 0.26, 0.59): the model starts as (nearly) a last-block
 # classifier and learns to lower h where earlier blocks suffice.
-HALT_BIAS = 3.0
+from .options import HALT_BIAS  # noqa: E402 (defined beside the training options, torch-free)
 
 # The task term clamps a_N[label] from below at 1e-8, as the authors' code does.
 A_MIN = 1e-8

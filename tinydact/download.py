@@ -92,7 +92,7 @@ def download_model(name: str, to) -> dict:
     from safetensors.torch import save_file
 
     from .bert import Bert, read_checkpoint
-    from .model import atomic_write
+    from .runfolder import atomic_write
 
     hub, errors, constants = _hub()
     endpoint = constants.ENDPOINT  # https://huggingface.co unless HF_ENDPOINT says otherwise

@@ -9,8 +9,6 @@ batch its row is removed before the next block.
 """
 
 import json
-import os
-import shutil
 from pathlib import Path
 
 import torch
@@ -20,6 +18,7 @@ from .bert import Bert, BertConfig, bert_state_for_hf, copy_exactly, key_mask, l
 from .dact import HALT_BIAS, HEAD_INPUTS, DACTHead, can_halt, dact_forward, dact_update, halting_bounds
 from .errors import TinydactError
 from .home import model_dir
+from .runfolder import replace_folder
 
 HEAD_PREFIX = "dact_heads."  # checkpoint keys of the DACT modules; the backbone keeps HF names
 
@@ -186,21 +185,6 @@ def estimate_flops(cfg: BertConfig, seq_len: int, blocks: int, num_labels: int) 
 # ----------------------------------------------------------------------------------------
 
 
-def atomic_write(path: Path, write) -> None:
-    """Write through a temporary file in the same folder, then rename over `path`: a crash
-    leaves either the old file or the new one, never half of one."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # some writers create 0600 files; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:  # a full disk, an interrupt: leave no temporary file behind
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def save_checkpoint(model: DACTBert, tokenizer, path, labels, task: str, dtype=torch.float32, extra: dict | None = None):
     """Save a model directory. Backbone tensors keep Hugging Face `BertModel` names (so the
     backbone also loads in `transformers`); the DACT modules live under `dact_heads.`."""
@@ -222,23 +206,6 @@ def save_checkpoint(model: DACTBert, tokenizer, path, labels, task: str, dtype=t
         (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
 
     replace_folder(path, write)
-
-
-def replace_folder(path: Path, write) -> None:
-    """Write a folder beside `path`, then swap it in with two renames: a crash while writing
-    leaves the old folder whole (and no temporary one)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp, old = (path.with_name(f".{path.name}.{kind}{os.getpid()}") for kind in ("tmp", "old"))
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        write(tmp)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if path.exists():
-        os.replace(path, old)
-    os.replace(tmp, path)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def read_dact_config(path) -> dict:

@@ -1,0 +1,232 @@
+"""A run folder that is never lost: what `tinydact train` writes, and how.
+
+A run's folder (`--out`) holds `state.pt` (everything needed to resume: weights, optimizer,
+step, best dev figures, settings, RNG), the models `best/` and `final/`, and `log.jsonl`, one
+line per dev evaluation (`RUN_FILES`). What this module guarantees:
+
+- **One writer.** `claim_folder` creates `.lock` (holding the writer's process id) with
+  O_EXCL: a second training into the same folder fails at once. A lock whose process is
+  gone (kill -9, a crash) is stale and taken over.
+- **No accidental overwrite.** A folder that holds a run is refused unless the run is resumed
+  or `--overwrite` asks to delete it.
+- **Whole files or none.** `atomic_write` writes a file beside its target and renames it
+  over it; `replace_folder` does the same for a folder (two renames). A crash leaves the old
+  version or the new one, never half of one, and leftovers are removed by the next claim.
+- **Saves finish.** Inside `uninterrupted`, Ctrl-C and SIGTERM wait until the block is done
+  (a checkpoint, the resume state), then arrive as `KeyboardInterrupt` / `Interrupted`.
+- **Resume state read safely.** `load_saved` reads with `torch.load(weights_only=True)` (no
+  code runs from a file) and turns any unreadable file into one clear error.
+"""
+
+import json
+import os
+import shutil
+import signal
+import threading
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from .errors import TinydactError
+from .options import TrainConfig, trained_method
+
+RUN_FILES = ("state.pt", "best", "final", "log.jsonl")  # what a run leaves in its folder
+
+
+# ----------------------------------------------------------------------------------------
+# Whole files or none
+# ----------------------------------------------------------------------------------------
+
+
+def atomic_write(path: Path, write) -> None:
+    """Write through a temporary file in the same folder, then rename over `path`: a crash
+    leaves either the old file or the new one, never half of one."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # some writers create 0600 files; give the usual permissions
+        os.replace(tmp, path)
+    except BaseException:  # a full disk, an interrupt: leave no temporary file behind
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def replace_folder(path: Path, write) -> None:
+    """Write a folder beside `path`, then swap it in with two renames: a crash while writing
+    leaves the old folder whole (and no temporary one)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp, old = (path.with_name(f".{path.name}.{kind}{os.getpid()}") for kind in ("tmp", "old"))
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        write(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if path.exists():
+        os.replace(path, old)
+    os.replace(tmp, path)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def remove(path: Path) -> None:
+    """Delete a file or a folder."""
+    shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+
+
+# ----------------------------------------------------------------------------------------
+# Saves finish: interrupts wait
+# ----------------------------------------------------------------------------------------
+
+
+class Interrupted(Exception):
+    """SIGTERM, as an exception (Ctrl-C is KeyboardInterrupt)."""
+
+
+def on_sigterm(signum, frame):
+    raise Interrupted()
+
+
+_deferring = []  # non-empty while a block of `uninterrupted` runs
+
+
+@contextmanager
+def uninterrupted(reraise: bool = True):
+    """Ctrl-C and SIGTERM wait until the block is done, so a save is finished, not cut; the
+    interrupt then arrives (with `reraise`) as soon as the block ends."""
+    if threading.current_thread() is not threading.main_thread() or _deferring:
+        yield  # signal handlers belong to the main thread; an outer block already defers them
+        return
+    caught = []
+    old = {sig: signal.signal(sig, lambda signum, frame: caught.append(signum)) for sig in (signal.SIGINT, signal.SIGTERM)}
+    _deferring.append(True)
+    try:
+        yield
+    finally:
+        _deferring.pop()
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+        if caught and reraise:
+            raise KeyboardInterrupt if caught[0] == signal.SIGINT else Interrupted()
+
+
+# ----------------------------------------------------------------------------------------
+# One writer, no accidental overwrite
+# ----------------------------------------------------------------------------------------
+
+
+def claim_folder(out: Path, resume: bool, overwrite: bool, held=RUN_FILES) -> Path:
+    """Take the run folder `out` for this process: a lock file that a second writer finds at
+    once, and a refusal to write over a run (`held` files) unless resuming or `overwrite`.
+    Leftover temporary files of an interrupted save are removed. Returns the lock's path."""
+    if out.exists() and not out.is_dir():
+        raise TinydactError(f"--out {out} is a file, not a folder")
+    lock = out / ".lock"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        pid = lock.read_text().strip() or "?"
+        if pid.isdigit() and alive(int(pid)):
+            raise TinydactError(f"another training (process {pid}) is writing to {out}; wait for it, or stop it first") from None
+        lock.unlink(missing_ok=True)  # its process is gone: a stale lock
+        return claim_folder(out, resume, overwrite, held)
+    except OSError as e:
+        raise TinydactError(f"cannot write to {out} ({e.strerror})") from None
+    os.write(fd, str(os.getpid()).encode())
+    os.close(fd)
+    found = [name for name in held if (out / name).exists()]
+    if found and not resume:
+        if not overwrite:
+            lock.unlink()
+            raise TinydactError(f"{out} already holds a run ({', '.join(found)}): continue it with --resume, "
+                                "or start again with --overwrite (which deletes it)")
+        for name in found:
+            remove(out / name)
+    for leftover in [*out.glob(".*.tmp*"), *out.glob(".*.old*")]:
+        shutil.rmtree(leftover, ignore_errors=True) if leftover.is_dir() else leftover.unlink(missing_ok=True)
+    return lock
+
+
+def alive(pid: int) -> bool:
+    """Whether process `pid` exists (the holder of a lock)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
+
+
+# ----------------------------------------------------------------------------------------
+# What a run writes, and reads back to resume
+# ----------------------------------------------------------------------------------------
+
+
+class RunFolder:
+    """What a run writes into its folder: `state.pt` to resume, the models `best/` and
+    `final/`, and `log.jsonl`, one line per dev evaluation."""
+
+    def __init__(self, out: Path, cfg: TrainConfig, model, tokenizer, labels, task: str):
+        self.out, self.cfg, self.model, self.tokenizer, self.labels, self.task = out, cfg, model, tokenizer, labels, task
+
+    def save_state(self, optimizer, step: int, best, reraise: bool = True) -> None:
+        snapshot = {"model": self.model.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "best": best,
+                    "config": asdict(self.cfg), "rng": torch.get_rng_state()}
+        with uninterrupted(reraise):
+            atomic_write(self.out / "state.pt", lambda p: torch.save(snapshot, p))
+
+    def save_model(self, name: str, step: int) -> None:
+        from .model import save_checkpoint  # not at the top: model.py writes through replace_folder above
+
+        cfg = self.cfg
+        trained = {"phase": cfg.phase, "step": step, "blocks": cfg.blocks}  # τ only where the loss used it: phase 2
+        trained.update({"tau": cfg.tau, **({"tau_end": cfg.tau_end} if cfg.tau_end else {})} if cfg.phase == 2 else {})
+        trained["method"] = trained_method(trained)
+        with uninterrupted():
+            save_checkpoint(self.model, self.tokenizer, self.out / name, self.labels, self.task, getattr(torch, cfg.save_dtype),
+                            extra={"trained": trained})
+
+    def log(self, record: dict) -> None:
+        with open(self.out / "log.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+def load_saved(path: Path, what: str):
+    """torch.load(weights_only=True) of a file that should hold `what`, or a one-line error."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # empty, truncated, garbage, a pickle with code: torch's messages run over lines
+        raise TinydactError(f"cannot read {path} as {what} ({type(e).__name__}); delete or replace it") from None
+
+
+def saved_state(out: Path):
+    """The state.pt of the run in `out`, to resume it, or a clear error."""
+    path = out / "state.pt"
+    if not path.is_file():
+        raise TinydactError(f"nothing to resume: {path} does not exist")
+    state = load_saved(path, "the resume state of a tinydact run")
+    if not isinstance(state, dict) or not {"model", "optimizer", "step", "best", "config", "rng"} <= set(state):
+        raise TinydactError(f"{path} is not the resume state of a tinydact run")
+    return state
+
+
+def restore(saved: dict, model, optimizer, rank: int):
+    """Put a resumed run back where it stood; returns (step, best)."""
+    model.load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    if rank == 0:  # the saved random state is rank 0's; other ranks keep their own stream
+        torch.set_rng_state(saved["rng"])
+    return saved["step"], saved["best"]
+
+
+def saved_config(d, path: Path) -> TrainConfig:
+    """The settings a run saved (in state.pt or recipe.json), or a clear error."""
+    try:
+        return TrainConfig(**d)
+    except TypeError:
+        raise TinydactError(f"{path}: the saved settings do not fit this version of tinydact") from None

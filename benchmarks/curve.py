@@ -50,7 +50,7 @@ from tinydact.data import read_examples
 from tinydact.errors import TinydactError
 from tinydact.evaluate import block_accuracies, evaluate
 from tinydact.home import model_dir
-from tinydact.model import load_checkpoint, read_dact_config
+from tinydact.checkpoint import load_checkpoint, read_dact_config
 from tinydact.tokenizer import Tokenizer
 from tinydact.train import TrainConfig, train
 from results_files import RESULTS, default_path, write_results  # benchmarks/results_files.py

@@ -19,7 +19,7 @@ from pathlib import Path
 from tinydact.data import read_examples
 from tinydact.errors import TinydactError
 from tinydact.evaluate import evaluate
-from tinydact.model import load_checkpoint
+from tinydact.checkpoint import load_checkpoint
 from tinydact.tokenizer import Tokenizer
 from results_files import RESULTS, default_path, write_results  # benchmarks/results_files.py
 

@@ -55,9 +55,9 @@ from results_files import RESULTS, default_path, write_results  # benchmarks/res
 from tinydact.bert import read_checkpoint
 from tinydact.data import detect_task, example_lengths, header_lines, read_examples
 from tinydact.errors import TinydactError
-from tinydact.evaluate import block_accuracies, evaluate
+from tinydact.evaluate import block_accuracies, estimate_flops, evaluate
 from tinydact.home import model_dir
-from tinydact.model import estimate_flops, load_checkpoint
+from tinydact.checkpoint import load_checkpoint
 from tinydact.tokenizer import Tokenizer
 from tinydact.train import TrainConfig, cls_cache, train
 

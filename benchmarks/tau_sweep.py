@@ -26,7 +26,7 @@ from tinydact.data import read_examples
 from tinydact.errors import TinydactError
 from tinydact.evaluate import evaluate
 from tinydact.home import model_dir
-from tinydact.model import load_checkpoint
+from tinydact.checkpoint import load_checkpoint
 from tinydact.tokenizer import Tokenizer
 from tinydact.train import TrainConfig, train
 from results_files import RESULTS, default_path, write_results  # benchmarks/results_files.py

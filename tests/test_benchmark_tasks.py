@@ -134,7 +134,7 @@ def test_static_ft_fine_tunes_models_cut_to_k_blocks(ran):
     for k in ("1", "3"):  # the same cost as the 6-block model run to block k
         assert float(got[k]["flops_ratio"]) == pytest.approx(float(static[k]["flops_ratio"]), rel=1e-12)
     from tinydact.bert import read_checkpoint
-    from tinydact.model import load_checkpoint
+    from tinydact.checkpoint import load_checkpoint
 
     cut = read_checkpoint(root / "runs" / "sst2" / "bert-3-blocks")
     full = read_checkpoint(root / "bert")

@@ -186,8 +186,8 @@ def test_plain_and_sdpa_attention_agree():
 
 
 def test_inference_speed_path_equals_the_autograd_path():
-    # without autograd, Bert.forward runs Block.forward_inference, which writes into fresh
-    # buffers in place; with autograd it runs the plain Block.forward: the very same numbers
+    # without autograd a block runs Block.forward_inference, which writes into fresh buffers
+    # in place; with autograd it runs the plain equations: the very same numbers
     model = random_tiny_bert("sdpa")
     ids, mask = padded_batch(TINY["vocab_size"], [9, 4, 2])
     with torch.no_grad():

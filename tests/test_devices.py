@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from conftest import TINY_TSV, make_tiny_checkpoint
 
 from tinydact.cli import cli
-from tinydact.model import load_checkpoint
+from tinydact.checkpoint import load_checkpoint
 from tinydact.tokenizer import Tokenizer
 
 TEXTS = ["a great movie", "the plot was dull", "good film", "awful acting and a bad story", "it is fun but not very good",

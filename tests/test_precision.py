@@ -11,10 +11,10 @@ from click.testing import CliRunner
 from conftest import GLUE, TINY_TSV, make_tiny_checkpoint
 
 import tinydact
+from tinydact.checkpoint import load_checkpoint
 from tinydact.cli import cli
 from tinydact.data import read_examples
 from tinydact.errors import TinydactError
-from tinydact.model import load_checkpoint
 from tinydact.train import TrainConfig, train
 
 TEXTS = ["a great movie", "the plot was dull", "good film", "awful acting and a bad story", "it is fun but not very good",
@@ -46,7 +46,9 @@ def test_bfloat16_stays_close_to_float32(early_model):
         assert max(abs(a["probs"][k] - b["probs"][k]) for k in a["probs"]) < 0.05
 
 
-def test_float16_is_for_cuda_only(early_model):
+def test_float16_is_for_cuda_only_and_other_dtypes_are_an_error(early_model):
+    with pytest.raises(TinydactError, match="the dtype must be one of float32, bfloat16, float16, got 'float64'"):
+        tinydact.load(early_model, dtype="float64")
     if torch.cuda.is_available():
         pytest.skip("CUDA is here")
     with pytest.raises(TinydactError, match="float16 runs on CUDA only"):

@@ -192,6 +192,8 @@ class Block(nn.Module):
 
     def forward(self, x, mask=None):
         # x (B, T, H); mask None or bool (B, 1, 1, T) from `key_mask`, True where a key is a token
+        if not torch.is_grad_enabled():  # inference: the same numbers, faster (see below)
+            return self.forward_inference(x, mask)
         # (1) post-LayerNorm: the residual sum first, then the LayerNorm
         x = self.ln1(x + self.dropout(self.attn(x, mask)))  # (B, T, H)
         x = self.ln2(x + self.dropout(self.mlp(x)))  # (B, T, H)
@@ -204,7 +206,7 @@ class Block(nn.Module):
         faster: each op writes into the fresh tensor the op before it returned instead of
         allocating another (a graph for gradients would need the originals). This is what keeps
         the encoder below `transformers`' time at 32 x 64 tokens (benchmarks/encoder_speed.py).
-        `Bert.forward` takes this path when autograd is off, and the early-exit loop always does."""
+        `forward` takes this path whenever autograd is off (forward hooks on the block still run)."""
         y = self.dropout(self.attn(x, mask))  # (B, T, H), a fresh tensor
         x = self.ln1(y.add_(x))  # x + y, summed into y
         h = self.mlp.fc(x)  # (B, T, I), the block's widest tensor
@@ -251,8 +253,7 @@ class Bert(nn.Module):
         x = self.embed(input_ids, token_type_ids)  # (B, T, H)
         mask = key_mask(attention_mask)  # (B, 1, 1, T) or None, once for all blocks
         for block in self.blocks:
-            # without autograd, the same numbers come faster from `Block.forward_inference`
-            x = block(x, mask) if torch.is_grad_enabled() else block.forward_inference(x, mask)  # (B, T, H)
+            x = block(x, mask)  # (B, T, H)
         return x  # (B, T, H): the last hidden state
 
     def pool(self, hidden):

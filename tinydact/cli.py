@@ -11,8 +11,7 @@ from dataclasses import fields
 import click
 from click.core import ParameterSource
 
-from .baselines import METHODS
-from .dact import RULES
+from .options import METHODS, RULES
 from .api import resolve_device
 from .data import text_lines
 from .errors import TinydactError

@@ -41,11 +41,13 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from .baselines import dev_score, phase1_block_weights
-from .dact import HALT_BIAS, HEAD_INPUTS, RULES, dact_loss
+from .dact import HALT_BIAS, dact_loss
+from .options import HEAD_INPUTS, RULES
 from .data import batch_plan, encode_batch, example_lengths, read_examples
 from .errors import TinydactError
 from .evaluate import block_accuracies, evaluate, evaluate_states
-from .model import atomic_write, load_checkpoint, new_from_bert, read_dact_config, replace_folder, save_checkpoint
+from .checkpoint import load_checkpoint, new_from_bert, read_dact_config, save_checkpoint
+from .model import atomic_write, replace_folder
 from .tokenizer import Tokenizer
 
 
@@ -147,7 +149,7 @@ class BatchLoss(nn.Module):
 
     def forward(self, inputs, y_true, tau: float):
         model, cfg = self.model, self.cfg
-        cls = inputs if cfg.freeze_backbone else model.cls_states(*inputs)  # (B, N, H)
+        cls = inputs if cfg.freeze_backbone else model.head_inputs(*inputs)  # (B, N, H)
         if cfg.phase == 1:
             loss = phase1_loss(model, cls, y_true, cfg.blocks, cfg.distill, cfg.distill_temperature)
             return loss, (model.heads[-1].logits(cls[:, -1]).argmax(-1) == y_true).float().mean(), None
@@ -249,7 +251,7 @@ def cls_cache(model, examples, tokenizer, max_length: int, device, desc: str):
     plan = batch_plan(example_lengths(examples, tokenizer, max_length), 128)
     for idx in tqdm(plan, desc=desc, leave=False, disable=None):  # shown on a terminal only
         enc, _, _ = encode_batch(examples, idx, tokenizer, max_length)
-        out[idx] = model.cls_states(*(t.to(device) for t in enc)).to("cpu", torch.float16)
+        out[idx] = model.head_inputs(*(t.to(device) for t in enc)).to("cpu", torch.float16)
     return out
 
 

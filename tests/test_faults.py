@@ -20,7 +20,7 @@ from conftest import TINY_TSV, make_tiny_checkpoint
 
 import tinydact.checkpoint as checkpoint_module
 from tinydact.cli import cli
-from tinydact.model import load_checkpoint
+from tinydact.checkpoint import load_checkpoint
 
 
 def invoke(*args, input=None):

@@ -3,7 +3,7 @@
     python tests/vectors/make_model_vectors.py           # rewrite model.json
     python tests/vectors/make_model_vectors.py --check   # exit 1 if model.json is out of date
 
-Computed from weights/ (loaded with `tinydact.model.load_checkpoint`, float32, CPU) for four
+Computed from weights/ (loaded with `tinydact.checkpoint.load_checkpoint`, float32, CPU) for four
 inputs: two single sentences of different lengths encoded as one padded batch, one more single
 sentence, and one sentence pair. For each input: the token ids, attention mask and token type
 ids; the [CLS] state after the embeddings and after every block (its first 8 values, and the

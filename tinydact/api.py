@@ -16,11 +16,11 @@ p_n, a_n and both sides of the halting test). `tinydact classify` prints these r
 
 import torch
 
+from .checkpoint import backbone_dtype, load_checkpoint
 from .data import FORMATS, readable
 from .errors import TinydactError
 from .home import model_dir, shipped_model
 from .options import check_rule
-from .checkpoint import backbone_dtype, load_checkpoint
 from .tokenizer import Tokenizer
 
 

@@ -49,7 +49,8 @@ TRAINING = {
 
 def training_settings(method: str, phase: int | None) -> dict:
     """The TrainConfig fields of one training run of `method` (see TRAINING)."""
-    steps = [p for m, p in TRAINING if m == check_method(method)]
+    check_method(method)
+    steps = [p for m, p in TRAINING if m == method]
     if method == "dact":
         return dict(TRAINING[method, phase])
     if steps == [None]:
@@ -99,7 +100,8 @@ def dev_score(blocks: str, metrics: dict) -> float:
 
 def check_knob(method: str, knob, num_blocks: int):
     """The knob as its method wants it (an int k or t, a float S, None), or a clear error."""
-    if check_method(method) == "dact":
+    check_method(method)
+    if method == "dact":
         if knob is not None:
             raise TinydactError("dact has no exit knob (its trade-off is τ, set at training time): leave out --knob")
         return None

@@ -23,7 +23,7 @@ from tinydact.api import resolve_device
 from tinydact.data import batch_plan, encode_batch, example_lengths, read_examples
 from tinydact.errors import TinydactError
 from tinydact.home import model_dir, shipped_model
-from tinydact.model import load_checkpoint
+from tinydact.checkpoint import load_checkpoint
 from tinydact.options import RULES
 from tinydact.tokenizer import Tokenizer
 

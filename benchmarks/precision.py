@@ -26,7 +26,7 @@ from tinydact.dact import dact_loss
 from tinydact.errors import TinydactError
 from tinydact.evaluate import evaluate
 from tinydact.home import model_dir, shipped_model
-from tinydact.model import load_checkpoint, new_from_bert
+from tinydact.checkpoint import load_checkpoint, new_from_bert
 from tinydact.tokenizer import Tokenizer
 from tinydact.train import adamw
 

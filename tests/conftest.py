@@ -69,7 +69,8 @@ def tiny_config(blocks=4):
 def make_tiny_checkpoint(path, seed=0, blocks=4, halt_bias=None, labels=("negative", "positive")):
     """Save a random tiny DACT-BERT (with its vocabulary) to `path`; returns the model."""
     from tinydact.bert import Bert
-    from tinydact.model import DACTBert, save_checkpoint
+    from tinydact.checkpoint import save_checkpoint
+    from tinydact.model import DACTBert
     from tinydact.tokenizer import Tokenizer
 
     torch.manual_seed(seed)

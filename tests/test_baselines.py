@@ -14,10 +14,11 @@ from click.testing import CliRunner
 from conftest import TINY_VOCAB, tiny_config
 
 from tinydact.baselines import check_knob, entropy, predict_exit, training_settings
+from tinydact.bert import Bert
+from tinydact.checkpoint import load_checkpoint
 from tinydact.cli import cli
 from tinydact.errors import TinydactError
-from tinydact.bert import Bert
-from tinydact.model import DACTBert, load_checkpoint
+from tinydact.model import DACTBert
 from tinydact.tokenizer import Tokenizer
 from tinydact.train import phase1_loss
 
@@ -41,8 +42,8 @@ def tiny():
 def per_block_answers(model, enc):
     """y_n for every block n, (B, N, K), by running all blocks."""
     with torch.no_grad():
-        cls = model.cls_states(*enc)
-        return torch.stack([head(cls[:, n])[0] for n, head in enumerate(model.heads)], 1)
+        xs = model.head_inputs(*enc)  # (B, N, H)
+        return torch.stack([head(xs[:, n])[0] for n, head in enumerate(model.heads)], 1)
 
 
 def expected_exit(method, knob, y):
@@ -158,7 +159,8 @@ def test_weighted_loss_is_depth_weighted_mean_of_block_losses():
 def test_knob_errors():
     assert check_knob("pabee", 2.0, N) == 2 and isinstance(check_knob("pabee", 2.0, N), int)
     for method, knob, fragment in [("static", None, "needs --knob"), ("static", 7, "1 to 6"), ("pabee", 1.5, "integer"),
-                                   ("deebert", -0.1, ">= 0"), ("dact", 0.3, "no exit knob"), ("early", 1, "unknown method")]:
+                                   ("deebert", -0.1, ">= 0"), ("dact", 0.3, "no exit knob"),
+                                   ("early", 1, "method must be one of dact, static, deebert, pabee, got 'early'")]:
         with pytest.raises(TinydactError, match=fragment):
             check_knob(method, knob, N)
 
@@ -190,7 +192,7 @@ def test_train_method_maps_to_the_phases(tiny_model_dir, tiny_tsv, tmp_path):
 
     code, _, err = invoke("train", "--method", "pabee", "--model", tiny_model_dir, "--out", tmp_path / "pabee", *common)
     assert code == 0, err
-    assert trained(tmp_path / "pabee") | {"step": 0} == {"phase": 1, "blocks": "weighted", "tau": 1e-3, "step": 0}
+    assert trained(tmp_path / "pabee") | {"step": 0} == {"phase": 1, "blocks": "weighted", "method": "pabee", "step": 0}
 
     # DeeBERT stage 2 from a (here random) stage 1: only the classifiers of blocks 1..N-1 change
     code, _, err = invoke("train", "--method", "deebert", "--phase", 2, "--model", tiny_model_dir,

@@ -285,7 +285,7 @@ def test_static_ft_fine_tunes_models_cut_to_k_blocks(ran):
     assert sorted(got) == ["1", "3"] and [got[k]["avg_blocks"] for k in ("1", "3")] == ["1", "3"]
     for k in ("1", "3"):  # the same cost as the 6-block model run to block k
         assert float(got[k]["flops_ratio"]) == pytest.approx(float(static[k]["flops_ratio"]), rel=1e-12)
-    from tinydact.model import load_checkpoint
+    from tinydact.checkpoint import load_checkpoint
 
     assert load_checkpoint(root / "runs" / "sst2" / "seed0" / "static-ft-3" / "final")[0].num_blocks == 3
 

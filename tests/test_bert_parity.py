@@ -16,7 +16,7 @@ from conftest import TINY_BERT as TINY  # the name the tests below use
 from safetensors.torch import load_file, save_file
 
 from tinydact.bert import Bert, BertConfig, bert_state_for_hf, key_mask
-from tinydact.model import HEAD_PREFIX, load_checkpoint
+from tinydact.checkpoint import HEAD_PREFIX, load_checkpoint
 from tinydact.tokenizer import Tokenizer
 
 TOL = 1e-5
@@ -238,9 +238,9 @@ def test_plain_and_sdpa_attention_agree():
         assert (sdpa(ids) - plain(ids)).abs().max() < TOL  # no mask at all
 
 
-def test_inference_in_place_path_equals_the_autograd_path():
-    # without autograd the blocks overwrite fresh buffers in place (bert.in_place); with it
-    # they must not (the graph needs the originals): both give the very same numbers
+def test_inference_speed_path_equals_the_autograd_path():
+    # without autograd a block runs Block.forward_inference, which writes into fresh buffers
+    # in place; with autograd it runs the plain equations: the very same numbers
     model = random_tiny_bert("sdpa")
     ids, mask = padded_batch(TINY["vocab_size"], [9, 4, 2])
     with torch.no_grad():
@@ -249,6 +249,13 @@ def test_inference_in_place_path_equals_the_autograd_path():
     assert slow.requires_grad and torch.equal(fast, slow.detach())
     slow[:, 0].sum().backward()  # would raise if an op had overwritten a tensor the graph needs
     assert model.blocks[0].mlp.fc.weight.grad.abs().sum() > 0
+    x, keys = model.embed(ids).detach(), key_mask(mask)
+    for block in model.blocks:  # block by block, and the input is left as it was
+        given = x.clone()
+        fast = block.forward_inference(x, keys)
+        assert torch.equal(x, given) and not fast.requires_grad
+        x = block(x, keys)
+        assert torch.equal(fast, x.detach())
 
 
 def test_plain_attention_map_is_a_distribution_that_ignores_padding():

@@ -21,7 +21,7 @@ from conftest import make_tiny_checkpoint
 from tinydact import home
 from tinydact.cli import cli
 from tinydact.dact import can_halt, halting_bounds
-from tinydact.model import load_checkpoint
+from tinydact.checkpoint import load_checkpoint
 from tinydact.tokenizer import Tokenizer
 
 TEXTS = ["a great movie", "the plot was dull", "good film", "awful acting and a bad story", "it is fun but not very good"]

@@ -10,7 +10,7 @@ import pytest
 import torch
 from conftest import TINY_TSV, assert_clean, assert_rows_alone_exit_the_same, invoke
 
-from tinydact.model import load_checkpoint
+from tinydact.checkpoint import load_checkpoint
 from tinydact.tokenizer import Tokenizer
 
 TEXTS = ["a great movie", "the plot was dull", "good film", "awful acting and a bad story", "it is fun but not very good",

@@ -12,7 +12,7 @@ import torch
 
 import tinydact.train as train_module
 from tinydact.errors import TinydactError
-from tinydact.model import load_checkpoint
+from tinydact.checkpoint import load_checkpoint
 from tinydact.train import TrainConfig, train
 
 pytestmark = [pytest.mark.slow,  # each test launches torchrun: ~15 s

@@ -18,9 +18,9 @@ import torch
 from click.testing import CliRunner
 from conftest import TINY_TSV, make_tiny_checkpoint
 
-import tinydact.model as model_module
+import tinydact.checkpoint as checkpoint_module
 from tinydact.cli import cli
-from tinydact.model import load_checkpoint
+from tinydact.checkpoint import load_checkpoint
 
 
 def invoke(*args, input=None):
@@ -556,7 +556,7 @@ def test_the_cache_follows_the_content_of_data_and_model(model_dir, tmp_path):
 def test_an_interrupt_during_a_best_save_finishes_it(model_dir, data, tmp_path, monkeypatch):
     """Ctrl-C arrives while best/ is being written: the save completes, then the run stops
     with its state naming exactly the model in best/."""
-    real = model_module.save_checkpoint
+    real = checkpoint_module.save_checkpoint
     calls = {"n": 0}
 
     def interrupted_save(model, tokenizer, path, *args, **kw):
@@ -565,7 +565,7 @@ def test_an_interrupt_during_a_best_save_finishes_it(model_dir, data, tmp_path, 
             os.kill(os.getpid(), signal.SIGINT)  # arrives in the middle of the save
         return real(model, tokenizer, path, *args, **kw)
 
-    monkeypatch.setattr(model_module, "save_checkpoint", interrupted_save)
+    monkeypatch.setattr(checkpoint_module, "save_checkpoint", interrupted_save)
     out = tmp_path / "run"
     assert_error(invoke(*train_args(model_dir, data, out, "--eval-every", "1", "--save-every", "100", "--max-steps", "12",
                                     "--lr", "0", "--head-lr", "0.05")), "interrupted at step")

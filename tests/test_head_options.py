@@ -14,8 +14,9 @@ from conftest import TINY_TSV, TINY_VOCAB, make_tiny_checkpoint, tiny_config
 from safetensors.torch import save_file
 
 from tinydact.bert import Bert, bert_state_for_hf, key_mask
+from tinydact.checkpoint import load_checkpoint, save_checkpoint
 from tinydact.errors import TinydactError
-from tinydact.model import DACTBert, load_checkpoint, save_checkpoint
+from tinydact.model import DACTBert
 from tinydact.tokenizer import Tokenizer
 from tinydact.train import TrainConfig, phase1_loss, recipe
 
@@ -31,7 +32,7 @@ def model_reading(head_input, seed=0):
 def test_mean_reads_the_masked_mean_of_the_token_states():
     model = model_reading("mean")
     ids, mask, types = Tokenizer(TINY_VOCAB)(TEXTS[:2])
-    states = model.cls_states(ids, mask, types)  # (B, N, H)
+    states = model.head_inputs(ids, mask, types)  # (B, N, H)
     x = model.bert.embed(ids, types)
     for n, block in enumerate(model.bert.blocks):
         x = block(x, key_mask(mask))

@@ -8,8 +8,10 @@ import torch
 from conftest import TINY_VOCAB, make_tiny_checkpoint, tiny_config
 
 from tinydact.bert import Bert
+from tinydact.checkpoint import load_checkpoint, save_checkpoint
 from tinydact.errors import TinydactError
-from tinydact.model import DACTBert, estimate_flops, load_checkpoint, save_checkpoint
+from tinydact.evaluate import estimate_flops
+from tinydact.model import DACTBert
 from tinydact.tokenizer import Tokenizer
 
 
@@ -132,6 +134,12 @@ def test_bad_checkpoints_give_clear_errors(tmp_path):
     (tmp_path / "ck" / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(TinydactError, match="num_labels"):
         load_checkpoint(tmp_path / "ck")
+    cfg["dact"].update(num_labels=2, head_input="pooler")
+    (tmp_path / "ck" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(TinydactError, match=r"config\.json: the head input must be one of cls, cls-norm, mean, got 'pooler'"):
+        load_checkpoint(tmp_path / "ck")
+    with pytest.raises(TinydactError, match="the head input must be one of"):
+        DACTBert(Bert(tiny_config()), 2, head_input="pooler")
     # a head tensor of the wrong shape, named in the message
     from safetensors.torch import load_file, save_file
 

@@ -9,7 +9,7 @@ import torch
 
 import tinydact.train as train_module
 from tinydact.errors import TinydactError
-from tinydact.model import load_checkpoint
+from tinydact.checkpoint import load_checkpoint
 from tinydact.train import TrainConfig, train
 
 
@@ -37,7 +37,7 @@ def test_training_lowers_the_loss(tiny_model_dir, tiny_tsv, tmp_path, phase):
     def full_loss(m):
         with torch.no_grad():
             if phase == 1:
-                return train_module.phase1_loss(m, m.cls_states(*enc), labels, "all").item()
+                return train_module.phase1_loss(m, m.head_inputs(*enc), labels, "all").item()
             a, p, _, _ = m(*enc)
             return train_module.dact_loss(a[:, -1], labels, p, 0.01).item()
 

@@ -16,11 +16,11 @@ p_n, a_n and both sides of the halting test). `tinydact classify` prints these r
 
 import torch
 
-from .dact import RULES
+from .checkpoint import backbone_dtype, load_checkpoint
 from .data import FORMATS, readable
 from .errors import TinydactError
 from .home import model_dir, shipped_model
-from .model import backbone_dtype, load_checkpoint
+from .options import check_rule
 from .tokenizer import Tokenizer
 
 
@@ -50,8 +50,7 @@ class Classifier:
         items = [check_input(x, i) for i, x in enumerate(items, start=1)]
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise TinydactError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-        if rule not in RULES:
-            raise TinydactError(f"rule must be one of {', '.join(RULES)}, got {rule!r}")
+        check_rule(rule)
         results = []
         for batch in runs_of_one_kind(items, batch_size):
             results += self._batch(batch, halt, rule, explain)

@@ -2,11 +2,11 @@
 and PABEE, beside DACT-BERT.
 
 Every baseline has DACT-BERT's architecture minus the use of the halting units: a classifier
-after every block, reading the block's [CLS] state. So a `DACTBert` checkpoint serves them
-all; a baseline reads the per-block answers y_n of its modules and ignores h_n. What differs
-is how the classifiers are trained (train.py's `--blocks`, mapped by `training_settings`; the
-baselines' own phase-1 losses are `phase1_block_weights` here)
-and the exit rule (here):
+after every block, reading the block's head input x_n (its [CLS] state, or the token mean).
+So a `DACTBert` checkpoint serves them all; a baseline reads the per-block answers y_n of its
+DACT heads and ignores h_n. What differs is how the classifiers are trained (train.py's
+`--blocks`, mapped by `training_settings`; the baselines' own phase-1 losses are
+`phase1_block_weights` here) and the exit rule (here):
 
     method   knob               exit after block n when ...                  answer
     static   k (int, 1..N)      n = k                                        y_k
@@ -32,8 +32,7 @@ import torch
 
 from .errors import TinydactError
 from .model import run_with_early_exit
-
-METHODS = ("dact", "static", "deebert", "pabee")
+from .options import check_method
 
 # `tinydact train --method M` sets these TrainConfig fields; "phase" is the step of the
 # method's recipe the user asks for with --phase (None: the method has one step).
@@ -50,9 +49,8 @@ TRAINING = {
 
 def training_settings(method: str, phase: int | None) -> dict:
     """The TrainConfig fields of one training run of `method` (see TRAINING)."""
+    check_method(method)
     steps = [p for m, p in TRAINING if m == method]
-    if not steps:
-        raise TinydactError(f"unknown method {method!r}, expected one of {', '.join(METHODS)}")
     if method == "dact":
         return dict(TRAINING[method, phase])
     if steps == [None]:
@@ -102,8 +100,7 @@ def dev_score(blocks: str, metrics: dict) -> float:
 
 def check_knob(method: str, knob, num_blocks: int):
     """The knob as its method wants it (an int k or t, a float S, None), or a clear error."""
-    if method not in METHODS:
-        raise TinydactError(f"unknown method {method!r}, expected one of {', '.join(METHODS)}")
+    check_method(method)
     if method == "dact":
         if knob is not None:
             raise TinydactError("dact has no exit knob (its trade-off is τ, set at training time): leave out --knob")
@@ -128,26 +125,27 @@ def entropy(y: torch.Tensor) -> torch.Tensor:
 
 def exit_rule(model, method: str, knob, batch_size: int, device):
     """The exit rule of a baseline as (step, start state) for `run_with_early_exit`.
-    `step(n, cls, state)` gets the live rows' [CLS] state after block n, cls (b, H), and
-    returns (state, probs (b, K), done (b,) bool)."""
+    `step(n, x_n, state)` gets x_n (b, H), what block n's head reads for the live rows (the
+    [CLS] state, or the token mean), and returns (state, probs (b, K), done (b,) bool)."""
     heads, K = model.heads, model.num_labels
 
     if method == "static":
         k = knob
 
-        def step(n, cls, state):
+        def step(n, x_n, state):
+            b = x_n.size(0)
             if n < k:  # nothing to decide before block k: no classifier runs
-                return state, cls.new_zeros(cls.size(0), K), torch.zeros(cls.size(0), dtype=torch.bool, device=cls.device)
-            y_n, _ = heads[n - 1](cls)  # (b, K); the halting value is ignored
-            return state, y_n, torch.ones(cls.size(0), dtype=torch.bool, device=cls.device)
+                return state, x_n.new_zeros(b, K), torch.zeros(b, dtype=torch.bool, device=x_n.device)
+            y_n, _ = heads[n - 1](x_n)  # (b, K); the halting value is ignored
+            return state, y_n, torch.ones(b, dtype=torch.bool, device=x_n.device)
 
         return step, ()
 
     if method == "deebert":
         S = knob
 
-        def step(n, cls, state):
-            y_n, _ = heads[n - 1](cls)  # (b, K)
+        def step(n, x_n, state):
+            y_n, _ = heads[n - 1](x_n)  # (b, K)
             # exit when the block's answer is confident: entropy(y_n) < S
             return state, y_n, entropy(y_n) < S
 
@@ -156,9 +154,9 @@ def exit_rule(model, method: str, knob, batch_size: int, device):
     if method == "pabee":
         t = knob
 
-        def step(n, cls, state):
+        def step(n, x_n, state):
             previous, count = state  # argmax of y_{n-1} (−1 before block 1), agreeing blocks so far
-            y_n, _ = heads[n - 1](cls)  # (b, K)
+            y_n, _ = heads[n - 1](x_n)  # (b, K)
             c_n = y_n.argmax(-1)  # (b,)
             # count = how many consecutive blocks, ending at n, answer c_n
             count = torch.where(c_n == previous, count + 1, torch.ones_like(count))

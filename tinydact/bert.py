@@ -127,13 +127,14 @@ class SelfAttention(nn.Module):
         self.out = nn.Linear(cfg.hidden_size, cfg.hidden_size)
         self.dropout_p = cfg.attention_probs_dropout_prob
 
-    def heads(self, x, linear):
+    def split_heads(self, x, linear):
+        """linear(x) (B, T, H) cut into nh attention heads of size hs."""
         B, T, H = x.shape
         return linear(x).view(B, T, self.n_head, H // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
 
     def attention_map(self, x, mask=None):
         """The attention probabilities softmax(Q Kᵀ / √hs + mask), (B, nh, T, T)."""
-        q, k = self.heads(x, self.query), self.heads(x, self.key)  # (B, nh, T, hs) each
+        q, k = self.split_heads(x, self.query), self.split_heads(x, self.key)  # (B, nh, T, hs) each
         scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))  # (B, nh, T, T)
         if mask is not None:  # padded keys get probability exactly 0
             scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
@@ -142,23 +143,16 @@ class SelfAttention(nn.Module):
     def forward(self, x, mask=None):
         # x (B, T, H); mask None or bool (B, 1, 1, T), True where a key is a real token
         B, T, H = x.shape
-        v = self.heads(x, self.value)  # (B, nh, T, hs)
+        v = self.split_heads(x, self.value)  # (B, nh, T, hs)
         if self.attention == "plain":
             att = F.dropout(self.attention_map(x, mask), self.dropout_p, self.training)  # (B, nh, T, T)
             y = att @ v  # (B, nh, T, hs)
         else:
-            q, k = self.heads(x, self.query), self.heads(x, self.key)  # (B, nh, T, hs) each
+            q, k = self.split_heads(x, self.query), self.split_heads(x, self.key)  # (B, nh, T, hs) each
             p = self.dropout_p if self.training else 0.0
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)  # (B, nh, T, hs)
-        y = y.transpose(1, 2).reshape(B, T, H)  # (B, T, H): heads side by side again
+        y = y.transpose(1, 2).reshape(B, T, H)  # (B, T, H): the attention heads side by side again
         return self.out(y)
-
-
-def in_place() -> bool:
-    """Whether ops may overwrite their input. Only at inference: autograd needs the
-    originals to compute gradients. Skipping a fresh buffer and a pass over memory is what
-    makes this encoder faster than `transformers` at 32 x 64 tokens (benchmarks/encoder_speed.py)."""
-    return not torch.is_grad_enabled()
 
 
 class MLP(nn.Module):
@@ -171,17 +165,15 @@ class MLP(nn.Module):
 
     def forward(self, x):
         h = self.fc(x)  # (B, T, I)
-        # (2) exact GELU, x·Φ(x) with the erf-based Φ: F.gelu's default, approximate="none".
-        # At inference it overwrites h (see `in_place`): the block's widest tensor is then
-        # written once instead of twice.
-        h = torch.ops.aten.gelu_(h) if in_place() else F.gelu(h)
-        return self.proj(h)  # (B, T, H)
+        # (2) exact GELU, x·Φ(x) with the erf-based Φ (F.gelu's default, approximate="none"),
+        # not the tanh approximation
+        return self.proj(F.gelu(h))  # (B, T, H)
 
 
 def key_mask(attention_mask):
     """(B, T) with 1 for tokens and 0 for padding -> bool (B, 1, 1, T), True where a key is a
-    real token (broadcast over heads and queries). None when nothing is padded: attention
-    then skips masking altogether, which is faster (`transformers` does the same)."""
+    real token (broadcast over attention heads and queries). None when nothing is padded:
+    attention then skips masking altogether, which is faster (`transformers` does the same)."""
     if attention_mask is None or bool(attention_mask.all()):
         return None
     return attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T)
@@ -200,10 +192,26 @@ class Block(nn.Module):
 
     def forward(self, x, mask=None):
         # x (B, T, H); mask None or bool (B, 1, 1, T) from `key_mask`, True where a key is a token
-        y = self.dropout(self.attn(x, mask))  # (B, T, H)
-        x = self.ln1(y.add_(x) if in_place() else y + x)  # y is a fresh tensor: add into it
-        y = self.dropout(self.mlp(x))  # (B, T, H)
-        return self.ln2(y.add_(x) if in_place() else y + x)  # (B, T, H)
+        if not torch.is_grad_enabled():  # inference: the same numbers, faster (see below)
+            return self.forward_inference(x, mask)
+        # (1) post-LayerNorm: the residual sum first, then the LayerNorm
+        x = self.ln1(x + self.dropout(self.attn(x, mask)))  # (B, T, H)
+        x = self.ln2(x + self.dropout(self.mlp(x)))  # (B, T, H)
+        return x
+
+    # -- The inference speed path: nothing here is needed to understand BERT. ----------------
+    @torch.no_grad()
+    def forward_inference(self, x, mask=None):
+        """`forward` without autograd, the very same numbers bit for bit (tests/test_bert_parity.py),
+        faster: each op writes into the fresh tensor the op before it returned instead of
+        allocating another (a graph for gradients would need the originals). This is what keeps
+        the encoder below `transformers`' time at 32 x 64 tokens (benchmarks/encoder_speed.py).
+        `forward` takes this path whenever autograd is off (forward hooks on the block still run)."""
+        y = self.dropout(self.attn(x, mask))  # (B, T, H), a fresh tensor
+        x = self.ln1(y.add_(x))  # x + y, summed into y
+        h = self.mlp.fc(x)  # (B, T, I), the block's widest tensor
+        y = self.dropout(self.mlp.proj(torch.ops.aten.gelu_(h)))  # exact GELU, overwriting h; (B, T, H)
+        return self.ln2(y.add_(x))  # (B, T, H)
 
 
 class Embeddings(nn.Module):
@@ -245,7 +253,7 @@ class Bert(nn.Module):
         x = self.embed(input_ids, token_type_ids)  # (B, T, H)
         mask = key_mask(attention_mask)  # (B, 1, 1, T) or None, once for all blocks
         for block in self.blocks:
-            x = block(x, mask)
+            x = block(x, mask)  # (B, T, H)
         return x  # (B, T, H): the last hidden state
 
     def pool(self, hidden):
@@ -348,7 +356,7 @@ def load_bert_weights(model: Bert, tensors: dict, source: str = "checkpoint") ->
         if hf in IGNORED_KEYS or hf.startswith(IGNORED_PREFIXES):
             continue
         if hf not in names:
-            hint = "a DACT-BERT checkpoint: load it with tinydact.model.load_checkpoint" if hf.startswith("dact_heads.") else "not part of a BERT encoder"
+            hint = "a DACT-BERT checkpoint: load it with tinydact.checkpoint.load_checkpoint" if hf.startswith("dact_heads.") else "not part of a BERT encoder"
             raise TinydactError(f"{source}: unexpected key {key!r} ({hint})")
         ours = names[hf]
         if ours in by_ours:  # e.g. both `bert.pooler.dense.weight` and `pooler.dense.weight`

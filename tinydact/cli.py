@@ -158,7 +158,7 @@ def eval_method(method, knob, rule_given: bool, no_halt: bool, model, num_blocks
     (None: the shipped one) was trained for (its config's `dact.trained`, `options.trained_method`). A method whose
     modules were never trained for it, or an option it does not use, is an error."""
     from .home import model_dir, shipped_model
-    from .model import read_dact_config
+    from .checkpoint import read_dact_config
 
     name = str(shipped_model() if model is None else model_dir(model))
     trained = trained_method(read_dact_config(name).get("trained"))

@@ -33,6 +33,8 @@ float32 inside the loss and the halting test (see `_at_least_float32`).
 import torch
 from torch import nn
 
+from .options import check_rule
+
 # Halting-bias initialisation (docs/dact.md §4, our choice): sigmoid(3.0) ≈ 0.953, inside the
 # method's h ≈ 0.9–0.99. Why not h = 0.5: then p_n = 0.5^n collapses fast and with N = 12 the
 # mixture weights are ≈ (0.29, 0.29, 0.19, 0.11, 0.06, 0.03, …, 0.00): the top blocks get
@@ -43,12 +45,6 @@ from .options import HALT_BIAS  # noqa: E402 (defined beside the training option
 
 # The task term clamps a_N[label] from below at 1e-8, as the authors' code does.
 A_MIN = 1e-8
-
-RULES = ("paper", "tight")
-
-# What each DACT module reads after its block (our choices): the [CLS] state (the default),
-# the same through a LayerNorm of the module's own, or the mean of the block's token states.
-HEAD_INPUTS = ("cls", "cls-norm", "mean")
 
 
 def _at_least_float32(t: torch.Tensor) -> torch.Tensor:
@@ -150,8 +146,7 @@ def halting_bounds(a_n: torch.Tensor, p_n: torch.Tensor, remaining: int, rule: s
       a_N[c]  ≤ 1 − (1 − a_n[c']) · (1 − p_n)^d    (rule="tight", never larger),
     proofs in docs/dact.md §3. Returns (lower (B,), upper (B,), passes (B,) bool) where
     `passes` is lower > upper: the top class can no longer be overtaken. Needs K ≥ 2."""
-    if rule not in RULES:
-        raise ValueError(f"unknown halting rule {rule!r}, expected one of {RULES}")
+    check_rule(rule)  # one of options.RULES
     a_n, p_n = _at_least_float32(a_n), _at_least_float32(p_n)
     d = remaining
     top2 = torch.topk(a_n, 2, dim=-1).values  # (B, 2), sorted: a_n[c*], a_n[c']
@@ -181,8 +176,7 @@ def can_halt(a_n: torch.Tensor, p_n: torch.Tensor, remaining: int, rule: str = "
     class can rise to (`halting_bounds`): then argmax a_n = argmax a_N. An exact tie
     (a_n[c*] = a_n[c']) never stops before the last step. When d = 0 every example stops.
     With K = 1 there is nothing to decide: every example may stop (all True)."""
-    if rule not in RULES:
-        raise ValueError(f"unknown halting rule {rule!r}, expected one of {RULES}")
+    check_rule(rule)
     B, K = a_n.shape
     if remaining == 0 or K == 1:
         return torch.ones(B, dtype=torch.bool, device=a_n.device)
@@ -196,7 +190,7 @@ def can_halt(a_n: torch.Tensor, p_n: torch.Tensor, remaining: int, rule: str = "
 
 class DACTHead(nn.Module):
     """Reads x_n, block n's state (B, H): its [CLS] state, or the mean of its token states
-    (`HEAD_INPUTS`), and emits (y_n (B, K), h_n (B,)):
+    (options.HEAD_INPUTS), and emits (y_n (B, K), h_n (B,)):
 
         z   = ReLU(W1 · dropout(x_n) + b1)     (B, H)   `dense`
         y_n = softmax(W_y · z + b_y)           (B, K)   `answer`

@@ -12,10 +12,10 @@ import time
 import torch
 
 from .baselines import check_knob, predict_exit
+from .bert import BertConfig
 from .dact import can_halt
 from .data import batch_plan, encode_batch, example_lengths
 from .errors import TinydactError
-from .model import estimate_flops
 
 
 def matthews(pred, gold) -> float:
@@ -26,6 +26,25 @@ def matthews(pred, gold) -> float:
     fn = sum(p == 0 and g == 1 for p, g in zip(pred, gold))
     den = math.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
     return (tp * tn - fp * fn) / den if den else 0.0
+
+
+def estimate_flops(cfg: BertConfig, seq_len: int, blocks: int, num_labels: int) -> int:
+    """Floating-point operations (a multiply-add = 2) for one example of `seq_len` tokens
+    that runs `blocks` blocks and their DACT heads. Embedding look-ups are free; the
+    embedding LayerNorm and the softmaxes are small and counted roughly."""
+    T, H, I, K = seq_len, cfg.hidden_size, cfg.intermediate_size, num_labels
+    embed = 8 * T * H  # three-way sum + LayerNorm
+    block = (
+        2 * T * H * 3 * H  # Q, K, V projections
+        + 2 * T * T * H * 2  # Q Kᵀ and att · V, all attention heads together
+        + 5 * T * T * cfg.num_attention_heads  # softmax
+        + 2 * T * H * H  # output projection
+        + 2 * T * H * I * 2  # MLP, two matrices
+        + 8 * T * I  # GELU
+        + 16 * T * H  # two residual sums + two LayerNorms
+    )
+    head = 2 * (H * H + H * K + H) + 8 * K  # dense, answer, halt; recursion + halting test
+    return embed + blocks * (block + head)
 
 
 @torch.no_grad()
@@ -84,11 +103,12 @@ def evaluate(model, examples, tokenizer, batch_size=64, max_length=128, halt=Tru
 
 
 @torch.no_grad()
-def evaluate_states(model, cls, labels, rule: str, device) -> dict:
-    """Dev metrics from cached [CLS] states (n, N, H) of a frozen backbone: the same halting
-    test as `predict`, read off the whole trajectory (the backbone is not run here)."""
+def evaluate_states(model, xs, labels, rule: str, device) -> dict:
+    """Dev metrics from cached head inputs xs (n, N, H) of a frozen backbone (`head_inputs`):
+    the same halting test as `predict`, read off the whole trajectory (the backbone is not
+    run here)."""
     model.eval()
-    a, p, _, _ = model.forward_heads(cls.to(device, torch.float32))  # a_1..a_N (n, N, K), p_1..p_N (n, N)
+    a, p, _, _ = model.forward_heads(xs.to(device, torch.float32))  # a_1..a_N (n, N, K), p_1..p_N (n, N)
     N = model.num_blocks
     halts = torch.stack([can_halt(a[:, n - 1], p[:, n - 1], N - n, rule) for n in range(1, N + 1)], 1)  # (n, N)
     blocks = halts.float().argmax(1) + 1  # the first block whose test passes (block N always does)
@@ -97,8 +117,8 @@ def evaluate_states(model, cls, labels, rule: str, device) -> dict:
 
 
 @torch.no_grad()
-def block_accuracies(model, cls, labels, device) -> list:
-    """Accuracy of each block's own answer y_n on cached [CLS] states (n, N, H)."""
+def block_accuracies(model, xs, labels, device) -> list:
+    """Accuracy of each block's own answer y_n on cached head inputs xs (n, N, H)."""
     model.eval()
-    cls, labels = cls.to(device, torch.float32), labels.to(device)
-    return [(head(cls[:, n])[0].argmax(-1) == labels).float().mean().item() for n, head in enumerate(model.heads)]
+    xs, labels = xs.to(device, torch.float32), labels.to(device)
+    return [(head(xs[:, n])[0].argmax(-1) == labels).float().mean().item() for n, head in enumerate(model.heads)]

@@ -181,7 +181,7 @@ class RunFolder:
             atomic_write(self.out / "state.pt", lambda p: torch.save(snapshot, p))
 
     def save_model(self, name: str, step: int) -> None:
-        from .model import save_checkpoint  # not at the top: model.py writes through replace_folder above
+        from .checkpoint import save_checkpoint  # not at the top: checkpoint.py writes through replace_folder above
 
         cfg = self.cfg
         trained = {"phase": cfg.phase, "step": step, "blocks": cfg.blocks}  # τ only where the loss used it: phase 2

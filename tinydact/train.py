@@ -39,7 +39,7 @@ from .data import batch_plan, encode_batch, example_lengths, read_examples
 from .distributed import barrier, broadcast, distributed_setup, for_ranks, global_means, shard
 from .errors import TinydactError
 from .evaluate import block_accuracies, evaluate, evaluate_states
-from .model import load_checkpoint, new_from_bert, read_dact_config
+from .checkpoint import load_checkpoint, new_from_bert, read_dact_config
 from .options import TrainConfig, check_config, check_options_apply, set_options
 from .runfolder import (Interrupted, RunFolder, atomic_write, claim_folder, load_saved, on_sigterm, remove, replace_folder,
                         restore, saved_config, saved_state, uninterrupted)
@@ -85,7 +85,7 @@ class BatchLoss(nn.Module):
 
     def forward(self, inputs, y_true, tau: float):
         model, cfg = self.model, self.cfg
-        xs = inputs if cfg.freeze_backbone else model.cls_states(*inputs)  # (B, N, H)
+        xs = inputs if cfg.freeze_backbone else model.head_inputs(*inputs)  # (B, N, H)
         if cfg.phase == 1:
             loss = phase1_loss(model, xs, y_true, cfg.blocks, cfg.distill, cfg.distill_temperature)
             return loss, (model.heads[-1].logits(xs[:, -1]).argmax(-1) == y_true).float().mean(), None
@@ -194,7 +194,7 @@ def cache_head_inputs(model, examples, tokenizer, max_length: int, device, desc:
     plan = batch_plan(example_lengths(examples, tokenizer, max_length), 128)
     for idx in tqdm(plan, desc=desc, leave=False, disable=None):  # shown on a terminal only
         enc, _, _ = encode_batch(examples, idx, tokenizer, max_length)
-        out[idx] = model.cls_states(*(t.to(device) for t in enc)).to("cpu", torch.float16)
+        out[idx] = model.head_inputs(*(t.to(device) for t in enc)).to("cpu", torch.float16)
     return out
 
 

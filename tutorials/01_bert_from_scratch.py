@@ -50,9 +50,9 @@ import torch
 
 import tinydact
 from tinydact.bert import Bert, BertConfig, bert_state_for_hf, key_mask
+from tinydact.checkpoint import load_checkpoint, read_dact_config
 from tinydact.errors import TinydactError
 from tinydact.home import locate, shipped_model
-from tinydact.model import load_checkpoint, read_dact_config
 from tinydact.tokenizer import Tokenizer
 
 torch.set_grad_enabled(False)  # no training here: nothing needs a gradient

@@ -49,9 +49,9 @@ from safetensors.torch import load_file, save_file
 
 from tinydact.bert import (IGNORED_KEYS, IGNORED_PREFIXES, LAYERNORM_RENAMES, PREFIX, Bert, BertConfig,
                            bert_state_for_hf, canonical_name, hf_names, load_bert_weights, read_config)  # fmt: skip
+from tinydact.checkpoint import HEAD_PREFIX
 from tinydact.errors import TinydactError
 from tinydact.home import locate, shipped_model
-from tinydact.model import HEAD_PREFIX
 
 torch.set_grad_enabled(False)
 

@@ -51,11 +51,12 @@ import torch
 from torch import nn
 
 import tinydact
+from tinydact.checkpoint import load_checkpoint
 from tinydact.dact import HALT_BIAS, DACTHead, can_halt, dact_loss
 from tinydact.data import read_examples
 from tinydact.evaluate import block_accuracies, evaluate_states
 from tinydact.home import locate, shipped_model
-from tinydact.model import DACTBert, load_checkpoint
+from tinydact.model import DACTBert
 from tinydact.tokenizer import Tokenizer
 
 FAST = os.environ.get("TINYDACT_FAST") == "1"
@@ -214,25 +215,25 @@ print("e.g.", repr(train_texts[0]), "->", LABELS[train_y[0]])
 # %% [markdown]
 # ## 3. Every block's [CLS] state, computed once
 #
-# `model.cls_states` runs the backbone and returns the `[CLS]` row after every block:
-# `(B, N, H)`, exactly what the N DACT modules read. We run it once per sentence, in
-# batches of similar lengths (little padding), and keep the result. This is the expensive
-# part, a whole BERT per sentence; everything after it is cheap.
+# `model.head_inputs` runs the backbone and returns what the N DACT modules read, here
+# (the default `head_input`) the `[CLS]` row after every block: `(B, N, H)`. We run it once
+# per sentence, in batches of similar lengths (little padding), and keep the result. This is
+# the expensive part, a whole BERT per sentence; everything after it is cheap.
 
 # %%
 @torch.no_grad()
-def cls_states_of(texts, batch_size=64):
+def head_inputs_of(texts, batch_size=64):
     """The frozen backbone's [CLS] state after every block, (len(texts), N, H)."""
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths together
     out = torch.empty(len(texts), N, H)
     for start in range(0, len(texts), batch_size):
         idx = order[start : start + batch_size]
-        out[idx] = model.cls_states(*tok([texts[i] for i in idx]))  # (b, N, H)
+        out[idx] = model.head_inputs(*tok([texts[i] for i in idx]))  # (b, N, H)
     return out
 
 
 t0 = time.perf_counter()
-train_cls, held_cls = cls_states_of(train_texts), cls_states_of(held_texts)
+train_cls, held_cls = head_inputs_of(train_texts), head_inputs_of(held_texts)
 print(f"cached states: train {tuple(train_cls.shape)}, held-out {tuple(held_cls.shape)} "
       f"in {time.perf_counter() - t0:.1f} s")  # fmt: skip
 
@@ -493,7 +494,7 @@ print(f"the cheapest τ whose accuracy stayed within 1 point of τ = {TAUS[0]:g}
 # answers end up changing nothing. That is the price of the guarantee that early exit
 # never changes a prediction: accuracy under halting *is* the model's full-depth accuracy,
 # and only τ, at training time, trades accuracy for blocks. Finding the τ worth paying for
-# on real data is what a τ sweep (`benchmarks/tau_sweep.py`) is for.
+# on real data is what a τ sweep (`benchmarks/tasks.py --taus`) is for.
 #
 # The picture (`tutorials/tau_tradeoff.png`, when matplotlib is installed): held-out
 # accuracy against average blocks, one point per τ, and the median `p_n` per block on a log

@@ -53,10 +53,11 @@ import torch
 
 import tinydact
 from tinydact.bert import key_mask
+from tinydact.checkpoint import load_checkpoint
 from tinydact.dact import can_halt, dact_update
 from tinydact.data import read_examples
+from tinydact.evaluate import estimate_flops
 from tinydact.home import locate, shipped_model
-from tinydact.model import estimate_flops, load_checkpoint
 from tinydact.tokenizer import Tokenizer
 
 torch.set_grad_enabled(False)  # inference only

@@ -3,7 +3,7 @@
     python tests/vectors/make_model_vectors.py           # rewrite model.json
     python tests/vectors/make_model_vectors.py --check   # exit 1 if model.json is out of date
 
-Computed from weights/ (loaded with `tinydact.model.load_checkpoint`, float32, CPU) for four
+Computed from weights/ (loaded with `tinydact.checkpoint.load_checkpoint`, float32, CPU) for four
 inputs: two single sentences of different lengths encoded as one padded batch, one more single
 sentence, and one sentence pair. For each input: the token ids, attention mask and token type
 ids; the [CLS] state after the embeddings and after every block (its first 8 values, and the
@@ -104,7 +104,8 @@ def checksum(v: torch.Tensor) -> dict:
 
 def run_batch(model, tokenizer, labels, items):
     """The vectors of a batch of inputs (name, text, pair) encoded together."""
-    from tinydact.dact import RULES, halting_bounds
+    from tinydact.dact import halting_bounds
+    from tinydact.options import RULES
 
     texts = [t for _, t, _ in items]
     pairs = None if items[0][2] is None else [p for _, _, p in items]
@@ -112,7 +113,7 @@ def run_batch(model, tokenizer, labels, items):
     N = model.num_blocks
     with torch.no_grad():
         x = model.bert.embed(enc.input_ids, enc.token_type_ids)  # (B, T, H)
-        cls = model.cls_states(*enc)  # (B, N, H)
+        xs = model.head_inputs(*enc)  # (B, N, H)
         a, p, y, h = model.forward(*enc)  # (B, N, K), (B, N), (B, N, K), (B, N)
     out = [dict(name=name, text=text, **({"pair": pair} if pair is not None else {})) for name, text, pair in items]
     for rule in RULES:
@@ -130,13 +131,13 @@ def run_batch(model, tokenizer, labels, items):
     for i, o in enumerate(out):
         o.update(input_ids=enc.input_ids[i].tolist(), attention_mask=enc.attention_mask[i].tolist(),
                  token_type_ids=enc.token_type_ids[i].tolist(), cls_embedding=checksum(x[i, 0]),
-                 cls=[checksum(cls[i, n]) for n in range(N)], y=f32s(y[i]), h=f32s(h[i]), p=f32s(p[i]), a=f32s(a[i]))
+                 cls=[checksum(xs[i, n]) for n in range(N)], y=f32s(y[i]), h=f32s(h[i]), p=f32s(p[i]), a=f32s(a[i]))
         o["halting"] = o.pop("halting")  # last: the outcome after the states
     return out
 
 
 def build_vectors() -> dict:
-    from tinydact.model import load_checkpoint
+    from tinydact.checkpoint import load_checkpoint
     from tinydact.tokenizer import Tokenizer
 
     model, meta = load_checkpoint(WEIGHTS)

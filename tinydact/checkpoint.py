@@ -1,0 +1,94 @@
+"""DACT-BERT checkpoints: a folder with config.json, model.safetensors, vocab.txt (and
+tokenizer_config.json), as a Hugging Face BERT directory plus the DACT heads.
+
+The backbone's tensors keep Hugging Face `BertModel` names, so the backbone also loads in
+`transformers`; the DACT heads live under `dact_heads.` (`HEAD_PREFIX`); config.json's
+`dact` section holds the labels, the task and how the model was trained.
+"""
+
+import json
+from pathlib import Path
+
+import torch
+
+from .bert import Bert, BertConfig, bert_state_for_hf, copy_exactly, load_bert_weights, read_checkpoint, read_config
+from .dact import HALT_BIAS
+from .errors import TinydactError
+from .home import model_dir
+from .model import DACTBert
+from .runfolder import replace_folder
+from .options import check_dtype, check_head_input
+
+HEAD_PREFIX = "dact_heads."  # checkpoint keys of the DACT heads; the backbone keeps HF names
+
+
+def save_checkpoint(model: DACTBert, tokenizer, path, labels, task: str, dtype=torch.float32, extra: dict | None = None):
+    """Save a model directory. Backbone tensors keep Hugging Face `BertModel` names (so the
+    backbone also loads in `transformers`); the DACT heads live under `dact_heads.`."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    tensors = dict(bert_state_for_hf(model.bert))
+    tensors.update({HEAD_PREFIX + k: v for k, v in model.heads.state_dict().items()})
+    tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in tensors.items()}
+    config = model.bert.config.to_dict()
+    config["dact"] = {"num_labels": model.num_labels, "labels": list(labels), "task": task, **(extra or {})}
+    if model.head_input != "cls":  # checkpoints without the key read the [CLS] state
+        config["dact"]["head_input"] = model.head_input
+
+    def write(folder: Path):
+        folder.mkdir(parents=True)
+        tokenizer.save(folder)
+        save_file(tensors, str(folder / "model.safetensors"))
+        (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+
+    replace_folder(path, write)
+
+
+def read_dact_config(path) -> dict:
+    """The `dact` section of a checkpoint's config.json ({} for a plain BERT directory)."""
+    return read_config(path).get("dact", {})
+
+
+def load_checkpoint(path, attention: str = "sdpa"):
+    """Load a DACT-BERT directory written by `save_checkpoint`. Returns (model, meta) with meta
+    the config's `dact` section. Every tensor is accounted for, as in the encoder loader."""
+    path = model_dir(path)
+    config = read_config(path)
+    meta = config.get("dact", {})
+    if not meta:
+        raise TinydactError(f"{path} is a plain BERT checkpoint, not a DACT-BERT one (no 'dact' section in config.json)")
+    labels = meta.get("labels") if isinstance(meta, dict) else None
+    if (not isinstance(labels, list) or len(labels) != meta.get("num_labels") or len(labels) < 2
+            or not all(isinstance(x, str) and x for x in labels) or len(set(labels)) != len(labels)):
+        raise TinydactError(f"{path / 'config.json'}: the 'dact' section needs num_labels >= 2 and as many distinct label names")
+    if not isinstance(meta.get("task"), (str, type(None))):
+        raise TinydactError(f"{path / 'config.json'}: the 'dact' section's task must be a string")
+    try:
+        head_input = check_head_input(meta.get("head_input", "cls"))  # checkpoints without the key read [CLS]
+    except TinydactError as e:
+        raise TinydactError(f"{path / 'config.json'}: {e}") from None
+    model = DACTBert(Bert(BertConfig.from_dict(config), attention), len(labels), head_input=head_input)
+    tensors = read_checkpoint(path)
+    source = str(path / "model.safetensors")
+    broken = next((k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+    if broken is not None:
+        raise TinydactError(f"{source}: tensor {broken!r} holds values that are not finite numbers (a diverged training?)")
+    heads = {k[len(HEAD_PREFIX) :]: v for k, v in tensors.items() if k.startswith(HEAD_PREFIX)}
+    load_bert_weights(model.bert, {k: v for k, v in tensors.items() if not k.startswith(HEAD_PREFIX)}, source)
+    copy_exactly(model.heads, heads, source, shown=lambda name: HEAD_PREFIX + name)
+    return model.eval(), meta
+
+
+def backbone_dtype(name: str, device: torch.device) -> torch.dtype:
+    """The dtype the backbone computes in at inference, by name (options.DTYPES): float32,
+    bfloat16 (fast where the CPU has AVX512-BF16 or AMX, and on GPUs), or float16 (CUDA only)."""
+    check_dtype(name)
+    if name == "float16" and device.type != "cuda":
+        raise TinydactError("float16 runs on CUDA only; on a CPU use bfloat16 (or float32)")
+    return getattr(torch, name)  # torch.float32, torch.bfloat16, torch.float16
+
+
+def new_from_bert(path, num_labels: int, halt_bias: float = HALT_BIAS, attention: str = "sdpa", head_input: str = "cls") -> DACTBert:
+    """A DACT-BERT whose backbone is a pretrained BERT directory and whose heads are new."""
+    return DACTBert(Bert.from_pretrained(path, attention), num_labels, halt_bias, head_input)

@@ -3,7 +3,6 @@ and concurrent runs, through the command line. For every case: a non-zero exit w
 one `Error:` line and no traceback, or a documented clean outcome; never `NaN` in the output;
 and a run folder whose `best/`, `final/` and `state.pt` stay consistent and loadable."""
 
-import inspect
 import json
 import os
 import shutil
@@ -15,37 +14,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from click.testing import CliRunner
-from conftest import TINY_TSV, make_tiny_checkpoint
+from conftest import TINY_TSV, assert_clean, assert_error, invoke, make_tiny_checkpoint
 
 import tinydact.checkpoint as checkpoint_module
-from tinydact.cli import cli
 from tinydact.checkpoint import load_checkpoint
-
-
-def invoke(*args, input=None):
-    kw = {"mix_stderr": False} if "mix_stderr" in inspect.signature(CliRunner.__init__).parameters else {}
-    r = CliRunner(**kw).invoke(cli, [str(a) for a in args], input=input)
-    return r.exit_code, r.stdout, r.stderr, r.exception
-
-
-def assert_error(result, fragment=""):
-    """Non-zero exit, exactly one `Error:` line (click's usage errors add their Usage/Try
-    lines), no traceback, no NaN."""
-    code, out, err, exc = result
-    assert code != 0 and isinstance(exc, SystemExit), f"exit {code}, {exc!r}: {out + err}"
-    errors = [line for line in (out + err).splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1, out + err
-    assert "Traceback" not in out + err and "NaN" not in out + err
-    assert fragment in errors[0], errors[0]
-    return errors[0]
-
-
-def assert_clean(result):
-    code, out, err, exc = result
-    assert code == 0, out + err
-    assert "Traceback" not in out + err and "NaN" not in out + err and "Infinity" not in out
-    return out, err
 
 
 def strict_json(line):

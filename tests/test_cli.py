@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import assert_clean, assert_error, invoke, make_tiny_checkpoint, shipped_weights
+from conftest import assert_clean, assert_error, edit_json, invoke, make_tiny_checkpoint, shipped_weights
 
 from tinydact import home
 from tinydact.cli import cli
@@ -144,9 +144,7 @@ def test_pair_matches_predict_and_warns_for_a_single_sentence_model(tiny_model_d
 def test_pair_task_model_without_pair_warns(tmp_path):
     path = tmp_path / "rte"
     make_tiny_checkpoint(path, labels=("entailment", "not_entailment"))
-    config = json.loads((path / "config.json").read_text())
-    config["dact"]["task"] = "rte"
-    (path / "config.json").write_text(json.dumps(config))
+    edit_json(path / "config.json", **{"dact.task": "rte"})
     code, out, err, _ = invoke("classify", "good film", "--model", path)
     assert code == 0 and "sentence pairs" in err
     code, out, err, _ = invoke("classify", "good film", "--pair", "a great movie", "--model", path)
@@ -251,11 +249,6 @@ def reshape_key(path):
     save_file(t, path / "model.safetensors")
 
 
-def edit_config(path, **changes):
-    config = json.loads((path / "config.json").read_text())
-    (path / "config.json").write_text(json.dumps({**config, **changes}))
-
-
 BROKEN = {
     "no model.safetensors": (lambda p: (p / "model.safetensors").unlink(), "model.safetensors"),
     "no vocab.txt": (lambda p: (p / "vocab.txt").unlink(), "vocab.txt"),
@@ -264,8 +257,8 @@ BROKEN = {
     "bad safetensors bytes": (lambda p: (p / "model.safetensors").write_bytes(b"\x08\0\0\0\0\0\0\0garbage!"), "safetensors"),
     "wrong key": (rename_key, "surprise"),
     "wrong shape": (reshape_key, "shape"),
-    "config value of the wrong type": (lambda p: edit_config(p, hidden_size="wide"), "'hidden_size' must be a non-negative integer"),
-    "no dact section": (lambda p: edit_config(p, dact=None), "not a DACT-BERT"),
+    "config value of the wrong type": (lambda p: edit_json(p / "config.json", hidden_size="wide"), "'hidden_size' must be a non-negative integer"),
+    "no dact section": (lambda p: edit_json(p / "config.json", dact=None), "not a DACT-BERT"),
 }
 
 

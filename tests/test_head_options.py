@@ -10,10 +10,9 @@ import shutil
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TINY_TSV, TINY_VOCAB, make_tiny_checkpoint, tiny_config
-from safetensors.torch import save_file
+from conftest import TINY_TSV, TINY_VOCAB, make_tiny_checkpoint, save_plain_bert, tiny_config
 
-from tinydact.bert import Bert, bert_state_for_hf, key_mask
+from tinydact.bert import Bert, key_mask
 from tinydact.checkpoint import load_checkpoint, save_checkpoint
 from tinydact.errors import TinydactError
 from tinydact.model import DACTBert
@@ -106,10 +105,7 @@ def test_distillation_does_not_pull_the_last_block_towards_the_others():
 
 def plain_bert(src, dst):
     """A plain BERT directory (no `dact` section) from a tiny DACT-BERT's backbone."""
-    model, _ = load_checkpoint(src)
-    dst.mkdir()
-    save_file({k: v.contiguous() for k, v in bert_state_for_hf(model.bert).items()}, str(dst / "model.safetensors"))
-    (dst / "config.json").write_text(json.dumps(model.bert.config.to_dict()))
+    save_plain_bert(load_checkpoint(src)[0].bert, dst)
     shutil.copy(src / "vocab.txt", dst / "vocab.txt")
     return dst
 

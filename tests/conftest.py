@@ -244,9 +244,9 @@ CLICK_USAGE = ("Usage: ", "Try ")  # the lines click prints before its own `Erro
 
 def assert_error(result: CliResult, *fragments) -> str:
     """A failure as the command line must fail on bad input: exit 1 through SystemExit (no
-    exception escaped; exit 2 for click's own usage errors), exactly one `Error:` line holding
-    every fragment, nothing else printed but click's Usage/Try lines, no traceback, no NaN
-    outside the message. Returns the `Error:` line."""
+    exception escaped; exit 2 for click's own usage errors), exactly one `Error:` line, on
+    standard error, holding every fragment, nothing else printed but click's Usage/Try lines,
+    no traceback, no NaN outside the message. Returns the `Error:` line."""
     code, out, err, exc = result
     text = out + err
     lines = [line for line in text.splitlines() if line.strip()]
@@ -254,6 +254,7 @@ def assert_error(result: CliResult, *fragments) -> str:
     assert code == (2 if usage else 1) and isinstance(exc, SystemExit), f"exit {code}, {exc!r}: {text}"
     errors = [line for line in lines if line.startswith("Error:")]
     assert len(errors) == 1 and all(line.startswith(("Error:", *CLICK_USAGE)) for line in lines), text
+    assert errors[0] in err.splitlines(), f"the error is not on standard error: {text}"
     assert "Traceback" not in text and "NaN" not in text.replace(errors[0], ""), text
     for fragment in fragments:
         assert fragment in errors[0], errors[0]

@@ -5,6 +5,7 @@ import json
 
 import pytest
 import torch
+import transformers
 from conftest import TINY_VOCAB, make_tiny_checkpoint, tiny_config
 
 from tinydact.bert import Bert
@@ -26,11 +27,11 @@ def random_batch(n, seed=0, max_len=20):
     return ids, mask, torch.zeros_like(ids)
 
 
-def halting_model(seed=0, layers=6):
+def halting_model(seed=0, blocks=6):
     """A random tiny model whose examples stop at varied blocks: large random weights make the
     [CLS] states depend on the input, sharper answers and halting units make exits provable."""
     torch.manual_seed(seed)
-    model = DACTBert(Bert(tiny_config(layers)), 3, halt_bias=0.0).eval()
+    model = DACTBert(Bert(tiny_config(blocks)), 3, halt_bias=0.0).eval()
     with torch.no_grad():
         for p in model.bert.parameters():
             if p.ndim == 2:
@@ -111,7 +112,6 @@ def test_float16_checkpoint_loads_and_computes_in_float32(tmp_path):
 
 
 def test_saved_backbone_loads_in_transformers(tmp_path):
-    transformers = pytest.importorskip("transformers")
     model = make_tiny_checkpoint(tmp_path / "ck")
     hf = transformers.BertModel.from_pretrained(tmp_path / "ck", add_pooling_layer=True).eval()
     ids, mask, types = random_batch(4)

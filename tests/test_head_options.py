@@ -10,7 +10,7 @@ import shutil
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TINY_TSV, TINY_VOCAB, make_tiny_checkpoint, save_plain_bert, tiny_config
+from conftest import TINY_TSV, TINY_VOCAB, assert_rows_alone_exit_the_same, make_tiny_checkpoint, save_plain_bert, tiny_config
 
 from tinydact.bert import Bert, key_mask
 from tinydact.checkpoint import load_checkpoint, save_checkpoint
@@ -50,11 +50,7 @@ def test_halting_equals_full_depth_whatever_the_heads_read(head_input, rule):
     a = model(*enc)[0][:, -1]
     assert torch.equal(labels, full_labels) and torch.equal(full_labels, a.argmax(-1))
     assert blocks.min() < 6, "some texts should stop early"
-    for i in range(len(TEXTS)):  # alone, without padding: the same exit (compaction and trimming change nothing)
-        one = [t[i : i + 1, : int(enc[1][i].sum())] for t in enc]
-        l1, p1, b1 = model.predict(*one, rule=rule)
-        assert (l1.item(), b1.item()) == (labels[i].item(), blocks[i].item())
-        assert torch.allclose(p1[0], probs[i], atol=1e-6)
+    assert_rows_alone_exit_the_same(model, enc, labels, probs, blocks, rule, atol=1e-6)
 
 
 @pytest.mark.parametrize("head_input", ["cls-norm", "mean"])

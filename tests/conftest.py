@@ -6,8 +6,8 @@
   is skipped, and says so, in a user's clone);
 - a tiny random DACT-BERT checkpoint built by hand (a 29-token vocabulary, 4 blocks of width
   32) and a tiny TSV, so that model, CLI and training tests run without any download; a plain
-  BERT folder written from any `Bert` (`save_plain_bert`); a field of a folder's JSON file
-  changed in place (`edit_json`);
+  BERT folder written from any `Bert` (`save_plain_bert`); a folder's JSON fields or tensors
+  changed in place (`edit_json`, `edit_tensors`), or in a copy (`broken_copy`);
 - a Ctrl-C at the n-th call of a function (`ctrl_c_on_call`), for interrupted runs;
 - the command line run in-process (`invoke`) and the two outcomes a run may have: clean
   (`assert_clean`) or one `Error:` line (`assert_error`).
@@ -19,6 +19,7 @@ read-only folders"."""
 import inspect
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import NamedTuple
 
@@ -108,6 +109,23 @@ def edit_json(path, **changes):
         section, _, field = key.rpartition(".")
         (data[section] if section else data)[field] = value
     path.write_text(json.dumps(data))
+
+
+def edit_tensors(path, edit):
+    """Change the tensors of the folder `path`'s model.safetensors in place: `edit` gets the
+    dict {name: tensor} and changes it."""
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(path / "model.safetensors")
+    edit(tensors)
+    save_file(tensors, str(path / "model.safetensors"))
+
+
+def broken_copy(src, dst, edit):
+    """A copy of the model folder `src` at `dst`, then changed by `edit(dst)`; returns `dst`."""
+    shutil.copytree(src, dst)
+    edit(dst)
+    return dst
 
 
 @pytest.fixture

@@ -3,8 +3,7 @@ names the culprit (the path, the key, the shapes), never in a traceback from dee
 
 import pytest
 import torch
-from conftest import TINY_BERT, edit_json, save_plain_bert
-from safetensors.torch import load_file, save_file
+from conftest import TINY_BERT, edit_json, edit_tensors, save_plain_bert
 
 from tinydact.bert import Bert, BertConfig
 from tinydact.errors import TinydactError
@@ -23,12 +22,6 @@ def load_error(path) -> str:
     message = str(e.value)
     assert "\n" not in message
     return message
-
-
-def edit_tensors(path, edit):
-    tensors = load_file(path / "model.safetensors")
-    edit(tensors)
-    save_file(tensors, path / "model.safetensors")
 
 
 def test_missing_directory_is_named(tmp_path):

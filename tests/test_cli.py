@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import assert_clean, assert_error, edit_json, invoke, make_tiny_checkpoint, shipped_weights
+from conftest import assert_clean, assert_error, broken_copy, edit_json, edit_tensors, invoke, make_tiny_checkpoint, shipped_weights
 
 from tinydact import home
 from tinydact.cli import cli
@@ -225,28 +225,8 @@ def test_halting_bounds_agree_with_can_halt():
 # ----------------------------------------------------------------------------------------
 
 
-def broken_copy(src, dst, edit):
-    import shutil
-
-    shutil.copytree(src, dst)
-    edit(dst)
-    return dst
-
-
-def rename_key(path):
-    from safetensors.torch import load_file, save_file
-
-    t = load_file(path / "model.safetensors")
+def rename_key(t):
     t["dact_heads.0.surprise.weight"] = t.pop("dact_heads.0.dense.weight")
-    save_file(t, path / "model.safetensors")
-
-
-def reshape_key(path):
-    from safetensors.torch import load_file, save_file
-
-    t = load_file(path / "model.safetensors")
-    t["dact_heads.0.answer.weight"] = torch.zeros(3, 32)
-    save_file(t, path / "model.safetensors")
 
 
 BROKEN = {
@@ -255,8 +235,8 @@ BROKEN = {
     "no config.json": (lambda p: (p / "config.json").unlink(), "config.json"),
     "bad JSON": (lambda p: (p / "config.json").write_text("{ not json"), "not valid JSON"),
     "bad safetensors bytes": (lambda p: (p / "model.safetensors").write_bytes(b"\x08\0\0\0\0\0\0\0garbage!"), "safetensors"),
-    "wrong key": (rename_key, "surprise"),
-    "wrong shape": (reshape_key, "shape"),
+    "wrong key": (lambda p: edit_tensors(p, rename_key), "surprise"),
+    "wrong shape": (lambda p: edit_tensors(p, lambda t: t.update({"dact_heads.0.answer.weight": torch.zeros(3, 32)})), "shape"),
     "config value of the wrong type": (lambda p: edit_json(p / "config.json", hidden_size="wide"), "'hidden_size' must be a non-negative integer"),
     "no dact section": (lambda p: edit_json(p / "config.json", dact=None), "not a DACT-BERT"),
 }

@@ -261,17 +261,15 @@ def run_bounded(fn, seconds):
     return box
 
 
-def test_glue_offline_fails_fast(tmp_path):
-    skip_if_online("dl.fbaipublicfiles.com")
-    box = run_bounded(lambda: dl.download_glue("SST-2", tmp_path), 20)
-    assert isinstance(box.get("error"), TinydactError), box
-    assert "could not reach dl.fbaipublicfiles.com" in str(box["error"]) and "\n" not in str(box["error"])
-    assert box["seconds"] < 15
+OFFLINE = {"glue": ("dl.fbaipublicfiles.com", lambda to: dl.download_glue("SST-2", to)),
+           "model": ("huggingface.co", lambda to: dl.download_model("bert-base-uncased", to))}
 
 
-def test_model_offline_fails_fast(tmp_path):
-    skip_if_online("huggingface.co")
-    box = run_bounded(lambda: dl.download_model("bert-base-uncased", tmp_path), 20)
+@pytest.mark.parametrize("what", OFFLINE)
+def test_offline_fails_fast(tmp_path, what):
+    host, fetch = OFFLINE[what]
+    skip_if_online(host)
+    box = run_bounded(lambda: fetch(tmp_path), 20)
     assert isinstance(box.get("error"), TinydactError), box
-    assert "could not reach huggingface.co" in str(box["error"]) and "\n" not in str(box["error"])
+    assert f"could not reach {host}" in str(box["error"]) and "\n" not in str(box["error"])
     assert box["seconds"] < 15

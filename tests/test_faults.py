@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_TSV, assert_clean, assert_error, edit_json, invoke, make_tiny_checkpoint
+from conftest import TINY_TSV, assert_clean, assert_error, broken_copy, edit_json, edit_tensors, invoke, make_tiny_checkpoint
 
 import tinydact.checkpoint as checkpoint_module
 from tinydact.checkpoint import load_checkpoint
@@ -41,13 +41,6 @@ def data(tmp_path_factory):
     return path
 
 
-def broken(model_dir, tmp_path, edit):
-    dst = tmp_path / "broken"
-    shutil.copytree(model_dir, dst)
-    edit(dst)
-    return dst
-
-
 def editing(name, **changes):
     """An edit of the model folder's JSON file `name` (conftest's edit_json), for `broken`."""
     return lambda d: edit_json(d / name, **changes)
@@ -62,11 +55,7 @@ def edit_vocab(change):
 
 
 def nan_weights(d):
-    from safetensors.torch import load_file, save_file
-
-    tensors = load_file(d / "model.safetensors")
-    tensors["dact_heads.0.answer.weight"][0, 0] = float("nan")
-    save_file(tensors, str(d / "model.safetensors"))
+    edit_tensors(d, lambda t: t["dact_heads.0.answer.weight"][0, 0].fill_(float("nan")))
 
 
 # ----------------------------------------------------------------------------------------
@@ -158,7 +147,7 @@ CHECKPOINT_CASES = {
 @pytest.mark.parametrize("command", ["classify", "eval"])
 def test_a_checkpoint_that_does_not_fit_is_one_error_line(model_dir, data, tmp_path, case, command):
     edit, fragment = CHECKPOINT_CASES[case]
-    bad = broken(model_dir, tmp_path, edit)
+    bad = broken_copy(model_dir, tmp_path / "broken", edit)
     args = ["classify", "good film"] if command == "classify" else ["eval", "--data", data]
     assert_error(invoke(*args, "--model", bad), fragment)
 
@@ -226,12 +215,12 @@ EVAL_METHOD_CASES = {
 @pytest.mark.parametrize("case", EVAL_METHOD_CASES)
 def test_eval_refuses_an_exit_rule_the_checkpoint_was_not_trained_for(model_dir, data, tmp_path, case):
     trained, args, fragment = EVAL_METHOD_CASES[case]
-    model = broken(model_dir, tmp_path, editing("config.json", **{"dact.trained": trained}))
+    model = broken_copy(model_dir, tmp_path / "broken", editing("config.json", **{"dact.trained": trained}))
     assert_error(invoke("eval", "--model", model, "--data", data, *args), fragment)
 
 
 def test_eval_runs_the_checkpoints_own_method_by_default(model_dir, data, tmp_path):
-    model = broken(model_dir, tmp_path, editing("config.json", **{"dact.trained": {"phase": 1, "blocks": "weighted"}}))
+    model = broken_copy(model_dir, tmp_path / "broken", editing("config.json", **{"dact.trained": {"phase": 1, "blocks": "weighted"}}))
     out, _ = assert_clean(invoke("eval", "--model", model, "--data", data, "--knob", "2", "--json"))
     assert strict_json(out)["method"] == "pabee" and strict_json(out)["knob"] == 2
 

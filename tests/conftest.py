@@ -13,8 +13,9 @@
   (`assert_clean`) or one `Error:` line (`assert_error`).
 
 A test whose premise is missing fails; it skips only for "../shared is absent", "no CUDA
-here" (or "CUDA is here", for the error a machine without it gives) and "root writes into
-read-only folders"."""
+here" (or "CUDA is here", for the error a machine without it gives), "root writes into
+read-only folders", and, for the offline errors of `download`, "the host is reachable" or "the
+resolver hangs"."""
 
 import inspect
 import json

@@ -5,16 +5,22 @@
   there, so library, tutorials and benchmarks find its models and data; a test that needs it
   is skipped, and says so, in a user's clone);
 - a tiny random DACT-BERT checkpoint built by hand (a 29-token vocabulary, 4 blocks of width
-  32) and a tiny TSV, so that model, CLI and training tests run without any download;
+  32) and a tiny TSV, so that model, CLI and training tests run without any download; a plain
+  BERT folder written from any `Bert` (`save_plain_bert`); a folder's JSON fields or tensors
+  changed in place (`edit_json`, `edit_tensors`), or in a copy (`broken_copy`);
+- a Ctrl-C at the n-th call of a function (`ctrl_c_on_call`), for interrupted runs;
 - the command line run in-process (`invoke`) and the two outcomes a run may have: clean
   (`assert_clean`) or one `Error:` line (`assert_error`).
 
 A test whose premise is missing fails; it skips only for "../shared is absent", "no CUDA
-here" (or "CUDA is here", for the error a machine without it gives) and "root writes into
-read-only folders"."""
+here" (or "CUDA is here", for the error a machine without it gives), "root writes into
+read-only folders", and, for the offline errors of `download`, "the host is reachable" or "the
+resolver hangs"."""
 
 import inspect
+import json
 import os
+import shutil
 from pathlib import Path
 from typing import NamedTuple
 
@@ -80,6 +86,49 @@ def make_tiny_checkpoint(path, seed=0, blocks=4, halt_bias=None, labels=("negati
     return model
 
 
+def save_plain_bert(bert, path, tokenizer=None) -> Path:
+    """Write the tinydact `Bert` `bert` to the folder `path` as a plain BERT (no DACT modules) in
+    transformers' `BertModel` layout: config.json and model.safetensors, and the tokenizer's
+    files when one is given. Returns `path`."""
+    from safetensors.torch import save_file
+
+    from tinydact.bert import bert_state_for_hf
+
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "config.json").write_text(json.dumps(bert.config.to_dict()))
+    save_file({k: v.contiguous() for k, v in bert_state_for_hf(bert).items()}, str(path / "model.safetensors"))
+    if tokenizer is not None:
+        tokenizer.save(path)
+    return path
+
+
+def edit_json(path, **changes):
+    """Set fields of the JSON object in the file `path`, in place; a key "dact.task" sets the
+    field `task` of the section `dact` (pass it as **{"dact.task": ...})."""
+    data = json.loads(path.read_text())
+    for key, value in changes.items():
+        section, _, field = key.rpartition(".")
+        (data[section] if section else data)[field] = value
+    path.write_text(json.dumps(data))
+
+
+def edit_tensors(path, edit):
+    """Change the tensors of the folder `path`'s model.safetensors in place: `edit` gets the
+    dict {name: tensor} and changes it."""
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(path / "model.safetensors")
+    edit(tensors)
+    save_file(tensors, str(path / "model.safetensors"))
+
+
+def broken_copy(src, dst, edit):
+    """A copy of the model folder `src` at `dst`, then changed by `edit(dst)`; returns `dst`."""
+    shutil.copytree(src, dst)
+    edit(dst)
+    return dst
+
+
 @pytest.fixture
 def tiny_model_dir(tmp_path):
     path = tmp_path / "tiny-dact"
@@ -105,6 +154,25 @@ def assert_rows_alone_exit_the_same(model, enc, labels, probs, blocks, rule, ato
         l1, p1, b1 = model.predict(*one, rule=rule)
         assert (l1.item(), b1.item()) == (labels[i].item(), blocks[i].item()), f"row {i}"
         assert torch.allclose(p1[0], probs[i], atol=atol), f"row {i}"
+
+
+def ctrl_c_on_call(monkeypatch, owner, name, n, counts=lambda *args: True):
+    """Replace `owner.name` (a module's function or a class's method) so that its n-th call
+    raises KeyboardInterrupt, as a Ctrl-C there would; only the calls whose arguments pass
+    `counts` are counted. Returns the real function, to put back with monkeypatch.setattr."""
+    real = getattr(owner, name)
+    calls = 0
+
+    def interrupting(*args):
+        nonlocal calls
+        if counts(*args):
+            calls += 1
+            if calls == n:
+                raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(owner, name, interrupting)
+    return real
 
 
 TINY_TSV = """sentence\tlabel
@@ -194,16 +262,18 @@ CLICK_USAGE = ("Usage: ", "Try ")  # the lines click prints before its own `Erro
 
 
 def assert_error(result: CliResult, *fragments) -> str:
-    """A failure as the command line must fail on bad input: a non-zero exit through SystemExit
-    (no exception escaped), exactly one `Error:` line holding every fragment, nothing else
-    printed but click's Usage/Try lines, no traceback, no NaN outside the message. Returns the
-    `Error:` line."""
+    """A failure as the command line must fail on bad input: exit 1 through SystemExit (no
+    exception escaped; exit 2 for click's own usage errors), exactly one `Error:` line, on
+    standard error, holding every fragment, nothing else printed but click's Usage/Try lines,
+    no traceback, no NaN outside the message. Returns the `Error:` line."""
     code, out, err, exc = result
     text = out + err
-    assert code != 0 and isinstance(exc, SystemExit), f"exit {code}, {exc!r}: {text}"
     lines = [line for line in text.splitlines() if line.strip()]
+    usage = any(line.startswith(CLICK_USAGE) for line in lines)
+    assert code == (2 if usage else 1) and isinstance(exc, SystemExit), f"exit {code}, {exc!r}: {text}"
     errors = [line for line in lines if line.startswith("Error:")]
     assert len(errors) == 1 and all(line.startswith(("Error:", *CLICK_USAGE)) for line in lines), text
+    assert errors[0] in err.splitlines(), f"the error is not on standard error: {text}"
     assert "Traceback" not in text and "NaN" not in text.replace(errors[0], ""), text
     for fragment in fragments:
         assert fragment in errors[0], errors[0]

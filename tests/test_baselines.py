@@ -4,19 +4,16 @@ trajectory), static truncation runs exactly k blocks (counted with hooks on the 
 batch compaction changes nothing, PABEE's weighted loss is Σ_j j·L_j / Σ_j j, and
 `tinydact train --method` / `tinydact eval --method` do what their help says."""
 
-import inspect
 import json
 import math
 
 import pytest
 import torch
-from click.testing import CliRunner
-from conftest import TINY_VOCAB, tiny_config
+from conftest import TINY_VOCAB, assert_clean, assert_error, invoke, tiny_config
 
 from tinydact.baselines import check_knob, entropy, predict_exit, training_settings
 from tinydact.bert import Bert
 from tinydact.checkpoint import load_checkpoint
-from tinydact.cli import cli
 from tinydact.errors import TinydactError
 from tinydact.model import DACTBert
 from tinydact.tokenizer import Tokenizer
@@ -170,12 +167,6 @@ def test_knob_errors():
 # ----------------------------------------------------------------------------------------
 
 
-def invoke(*args):
-    kw = {"mix_stderr": False} if "mix_stderr" in inspect.signature(CliRunner.__init__).parameters else {}
-    r = CliRunner(**kw).invoke(cli, [str(a) for a in args])
-    return r.exit_code, r.stdout, r.stderr
-
-
 def test_training_settings_table():
     assert training_settings("pabee", None) == {"phase": 1, "blocks": "weighted"}
     assert training_settings("deebert", 2) == {"phase": 1, "blocks": "all-but-last", "freeze_backbone": True}
@@ -190,14 +181,12 @@ def test_train_method_maps_to_the_phases(tiny_model_dir, tiny_tsv, tmp_path):
               "--max-steps", 3, "--quiet", "--device", "cpu"]
     trained = lambda out: json.loads((out / "final" / "config.json").read_text())["dact"]["trained"]  # noqa: E731
 
-    code, _, err = invoke("train", "--method", "pabee", "--model", tiny_model_dir, "--out", tmp_path / "pabee", *common)
-    assert code == 0, err
+    assert_clean(invoke("train", "--method", "pabee", "--model", tiny_model_dir, "--out", tmp_path / "pabee", *common))
     assert trained(tmp_path / "pabee") | {"step": 0} == {"phase": 1, "blocks": "weighted", "method": "pabee", "step": 0}
 
     # DeeBERT stage 2 from a (here random) stage 1: only the classifiers of blocks 1..N-1 change
-    code, _, err = invoke("train", "--method", "deebert", "--phase", 2, "--model", tiny_model_dir,
-                          "--out", tmp_path / "deebert", "--cache", tmp_path / "cls.pt", "--head-lr", 0.05, *common)
-    assert code == 0, err
+    assert_clean(invoke("train", "--method", "deebert", "--phase", 2, "--model", tiny_model_dir,
+                        "--out", tmp_path / "deebert", "--cache", tmp_path / "cls.pt", "--head-lr", 0.05, *common))
     assert trained(tmp_path / "deebert")["blocks"] == "all-but-last"
     before, _ = load_checkpoint(tiny_model_dir)
     after, _ = load_checkpoint(tmp_path / "deebert" / "final")
@@ -206,22 +195,19 @@ def test_train_method_maps_to_the_phases(tiny_model_dir, tiny_tsv, tmp_path):
     assert all(torch.equal(v, w) for v, w in zip(before.heads[-1].state_dict().values(), after.heads[-1].state_dict().values()))
     assert not torch.equal(before.heads[0].answer.weight, after.heads[0].answer.weight)
 
-    code, _, err = invoke("train", "--method", "deebert", "--model", tiny_model_dir, "--out", tmp_path / "x", *common)
-    assert code == 1 and "two steps" in err and "Traceback" not in err
-    code, _, err = invoke("train", "--method", "static", "--blocks", "last", "--model", tiny_model_dir, "--out", tmp_path / "y", *common)
-    assert code == 1 and "--method static sets --blocks all" in err
+    assert_error(invoke("train", "--method", "deebert", "--model", tiny_model_dir, "--out", tmp_path / "x", *common), "two steps")
+    assert_error(invoke("train", "--method", "static", "--blocks", "last", "--model", tiny_model_dir, "--out", tmp_path / "y", *common),
+                 "--method static sets --blocks all")
 
 
 def test_eval_method_and_knob(tiny_model_dir, tiny_tsv):
     base = ["eval", "--model", tiny_model_dir, "--data", tiny_tsv, "--task", "sst2", "--device", "cpu", "--json"]
-    code, out, err = invoke(*base, "--method", "static", "--knob", 2)
-    assert code == 0, err
+    out, _ = assert_clean(invoke(*base, "--method", "static", "--knob", 2))
     r = json.loads(out)
     assert r["avg_blocks"] == 2 and r["histogram"] == [0, 12, 0, 0] and r["method"] == "static" and r["knob"] == 2
     assert r["flops_ratio"] < 0.6
-    code, out, err = invoke(*base, "--method", "deebert", "--knob", 0)
-    assert code == 0 and json.loads(out)["avg_blocks"] == 4
-    code, out, err = invoke(*base[:-1], "--method", "pabee", "--knob", 2)
-    assert code == 0 and "pabee exit, knob 2" in out
-    code, _, err = invoke(*base, "--method", "pabee")
-    assert code == 1 and "needs --knob" in err
+    out, _ = assert_clean(invoke(*base, "--method", "deebert", "--knob", 0))
+    assert json.loads(out)["avg_blocks"] == 4
+    out, _ = assert_clean(invoke(*base[:-1], "--method", "pabee", "--knob", 2))
+    assert "pabee exit, knob 2" in out
+    assert_error(invoke(*base, "--method", "pabee"), "needs --knob")

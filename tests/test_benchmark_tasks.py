@@ -4,14 +4,13 @@ argument errors; slow, end to end on a tiny 6-block BERT: every method on two se
 results merged by (task, method, seed, knob), finished runs reused."""
 
 import csv
-import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_TSV, TINY_VOCAB, tiny_config
+from conftest import TINY_TSV, TINY_VOCAB, save_plain_bert, tiny_config
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "tasks.py"
 METHODS = {"plain", "deebert", "static", "pabee", "dact", "dact (tight rule)", "dact-distill", "dact-distill (tight rule)"}
@@ -27,17 +26,11 @@ def import_benchmark(name):
 
 def plain_bert(path, blocks):
     """A random tiny BERT directory (no DACT modules): what --bert takes."""
-    from safetensors.torch import save_file
-
-    from tinydact.bert import Bert, bert_state_for_hf
+    from tinydact.bert import Bert
     from tinydact.tokenizer import Tokenizer
 
     torch.manual_seed(0)
-    bert = Bert(tiny_config(blocks))
-    Tokenizer(TINY_VOCAB, max_length=64).save(path)  # creates the folder
-    save_file({k: v.contiguous() for k, v in bert_state_for_hf(bert).items()}, str(path / "model.safetensors"))
-    (path / "config.json").write_text(json.dumps(bert.config.to_dict()))
-    return path
+    return save_plain_bert(Bert(tiny_config(blocks)), path, Tokenizer(TINY_VOCAB, max_length=64))
 
 
 def task_data(root):
@@ -118,7 +111,6 @@ def test_a_12_block_backbone_is_run_and_reported_at_its_own_depth(tmp_path, monk
 
 
 def test_the_report_is_rebuilt_from_the_csv_alone(tmp_path, monkeypatch, capsys):
-    pytest.importorskip("matplotlib")
     tasks = import_benchmark("tasks")
     rows = [{"task": "trec", "method": m, "knob": k, "seed": s, "dev_accuracy": 0.8 + 0.01 * k + 0.001 * s, "avg_blocks": k,
              "flops_ratio": k / 6} for s in (0, 1) for m, ks in (("plain", [6]), ("static", range(1, 7))) for k in ks]
@@ -219,7 +211,6 @@ def test_nothing_to_rebuild_is_one_error_line_from_the_script(tmp_path):
 
 @pytest.fixture(scope="module")
 def ran(tmp_path_factory):
-    pytest.importorskip("matplotlib")
     root = tmp_path_factory.mktemp("tasks")
     plain_bert(root / "bert", 6)
     task_data(root)

@@ -1,27 +1,17 @@
 """Every way a model directory can be wrong ends in one TinydactError whose one-line message
 names the culprit (the path, the key, the shapes), never in a traceback from deep inside."""
 
-import json
-
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
+from conftest import TINY_BERT, edit_json, edit_tensors, save_plain_bert
 
-from tinydact.bert import Bert, BertConfig, bert_state_for_hf
+from tinydact.bert import Bert, BertConfig
 from tinydact.errors import TinydactError
-
-TINY = dict(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-            max_position_embeddings=40)  # fmt: skip
-
 
 @pytest.fixture
 def ckpt(tmp_path):
     """A valid tiny model directory, in the Hugging Face `BertModel` layout."""
-    model = Bert(BertConfig.from_dict(TINY))
-    path = tmp_path / "ckpt"
-    path.mkdir()
-    (path / "config.json").write_text(json.dumps(model.config.to_dict()))
-    save_file({k: v.contiguous() for k, v in bert_state_for_hf(model).items()}, path / "model.safetensors")
+    path = save_plain_bert(Bert(BertConfig.from_dict(TINY_BERT)), tmp_path / "ckpt")
     Bert.from_pretrained(path)  # the unmodified directory loads
     return path
 
@@ -32,17 +22,6 @@ def load_error(path) -> str:
     message = str(e.value)
     assert "\n" not in message
     return message
-
-
-def edit_config(path, **changes):
-    config = json.loads((path / "config.json").read_text())
-    (path / "config.json").write_text(json.dumps({**config, **changes}))
-
-
-def edit_tensors(path, edit):
-    tensors = load_file(path / "model.safetensors")
-    edit(tensors)
-    save_file(tensors, path / "model.safetensors")
 
 
 def test_missing_directory_is_named(tmp_path):
@@ -72,17 +51,17 @@ def test_config_that_is_not_an_object_is_named(ckpt):
 
 
 def test_tanh_gelu_is_rejected_not_run_wrong(ckpt):
-    edit_config(ckpt, hidden_act="gelu_new")
+    edit_json(ckpt / "config.json", hidden_act="gelu_new")
     assert "'gelu_new'" in load_error(ckpt)
 
 
 def test_relative_position_embeddings_are_rejected(ckpt):
-    edit_config(ckpt, position_embedding_type="relative_key")
+    edit_json(ckpt / "config.json", position_embedding_type="relative_key")
     assert "'relative_key'" in load_error(ckpt)
 
 
 def test_hidden_size_not_divisible_by_heads_is_rejected(ckpt):
-    edit_config(ckpt, num_attention_heads=5)
+    edit_json(ckpt / "config.json", num_attention_heads=5)
     message = load_error(ckpt)
     assert "32" in message and "5" in message
 
@@ -138,7 +117,7 @@ def test_wrong_shape_names_the_key_and_both_shapes(ckpt):
 
 
 def test_input_longer_than_max_position_embeddings_is_an_error():
-    model = Bert(BertConfig.from_dict(TINY))
+    model = Bert(BertConfig.from_dict(TINY_BERT))
     model(torch.zeros(1, 40, dtype=torch.long))  # exactly the limit is fine
     with pytest.raises(TinydactError, match="41 tokens.*at most 40"):
         model(torch.zeros(1, 41, dtype=torch.long))

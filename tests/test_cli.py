@@ -6,7 +6,6 @@ A few tests run the installed `tinydact` entry point (each pays the ~2 s torch i
 are marked slow); the rest call the click command in-process with CliRunner. Every `--help`
 runs through the real entry point too, and must not import torch."""
 
-import inspect
 import json
 import re
 import subprocess
@@ -15,8 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from click.testing import CliRunner
-from conftest import make_tiny_checkpoint
+from conftest import assert_clean, assert_error, broken_copy, edit_json, edit_tensors, invoke, make_tiny_checkpoint, shipped_weights
 
 from tinydact import home
 from tinydact.cli import cli
@@ -28,26 +26,9 @@ TEXTS = ["a great movie", "the plot was dull", "good film", "awful acting and a 
 LINE = re.compile(r"^(\S+) +(\d\.\d\d)  blocks (\d+)/(\d+)  (.*)$")  # label  0.97  blocks 3/6  text
 
 
-def invoke(*args, input=None):
-    """Run the command in-process; returns (exit code, stdout, stderr, the exception if any)."""
-    kw = {"mix_stderr": False} if "mix_stderr" in inspect.signature(CliRunner.__init__).parameters else {}
-    r = CliRunner(**kw).invoke(cli, [str(a) for a in args], input=input)
-    return r.exit_code, r.stdout, r.stderr, r.exception
-
-
 def classify_json(*args, input=None):
-    code, out, err, _ = invoke("classify", *args, "--json", input=input)
-    assert code == 0, err
+    out, _ = assert_clean(invoke("classify", *args, "--json", input=input))
     return [json.loads(line) for line in out.splitlines()]
-
-
-@pytest.fixture(scope="module")
-def early_model_dir(tmp_path_factory):
-    """6 blocks, halting bias -3 (h ≈ 0.05 at the start): p collapses after a block or two,
-    so texts stop early."""
-    path = tmp_path_factory.mktemp("early") / "model"
-    make_tiny_checkpoint(path, seed=1, blocks=6, halt_bias=-3.0)
-    return path
 
 
 def direct_predict(model_dir, texts, pairs=None, halt=True, rule="paper"):
@@ -63,9 +44,9 @@ def direct_predict(model_dir, texts, pairs=None, halt=True, rule="paper"):
 
 
 def entry_point():
+    """The installed `tinydact` script (a dev install has it: its absence is a failure)."""
     exe = Path(sys.executable).with_name("tinydact")
-    if not exe.is_file():
-        pytest.skip("the tinydact entry point is not installed next to this Python")
+    assert exe.is_file(), f"{exe} is missing: `pip install -e .` installs the tinydact entry point"
     return str(exe)
 
 
@@ -163,9 +144,7 @@ def test_pair_matches_predict_and_warns_for_a_single_sentence_model(tiny_model_d
 def test_pair_task_model_without_pair_warns(tmp_path):
     path = tmp_path / "rte"
     make_tiny_checkpoint(path, labels=("entailment", "not_entailment"))
-    config = json.loads((path / "config.json").read_text())
-    config["dact"]["task"] = "rte"
-    (path / "config.json").write_text(json.dumps(config))
+    edit_json(path / "config.json", **{"dact.task": "rte"})
     code, out, err, _ = invoke("classify", "good film", "--model", path)
     assert code == 0 and "sentence pairs" in err
     code, out, err, _ = invoke("classify", "good film", "--pair", "a great movie", "--model", path)
@@ -246,44 +225,8 @@ def test_halting_bounds_agree_with_can_halt():
 # ----------------------------------------------------------------------------------------
 
 
-def assert_one_line_error(result, *fragments):
-    code, out, err, exc = result
-    assert code != 0
-    assert isinstance(exc, SystemExit), f"not a clean exit: {exc!r}"
-    lines = (out + err).strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), out + err
-    assert "Traceback" not in out + err
-    for f in fragments:
-        assert f in lines[0]
-
-
-def broken_copy(src, dst, edit):
-    import shutil
-
-    shutil.copytree(src, dst)
-    edit(dst)
-    return dst
-
-
-def rename_key(path):
-    from safetensors.torch import load_file, save_file
-
-    t = load_file(path / "model.safetensors")
+def rename_key(t):
     t["dact_heads.0.surprise.weight"] = t.pop("dact_heads.0.dense.weight")
-    save_file(t, path / "model.safetensors")
-
-
-def reshape_key(path):
-    from safetensors.torch import load_file, save_file
-
-    t = load_file(path / "model.safetensors")
-    t["dact_heads.0.answer.weight"] = torch.zeros(3, 32)
-    save_file(t, path / "model.safetensors")
-
-
-def edit_config(path, **changes):
-    config = json.loads((path / "config.json").read_text())
-    (path / "config.json").write_text(json.dumps({**config, **changes}))
 
 
 BROKEN = {
@@ -292,10 +235,10 @@ BROKEN = {
     "no config.json": (lambda p: (p / "config.json").unlink(), "config.json"),
     "bad JSON": (lambda p: (p / "config.json").write_text("{ not json"), "not valid JSON"),
     "bad safetensors bytes": (lambda p: (p / "model.safetensors").write_bytes(b"\x08\0\0\0\0\0\0\0garbage!"), "safetensors"),
-    "wrong key": (rename_key, "surprise"),
-    "wrong shape": (reshape_key, "shape"),
-    "config value of the wrong type": (lambda p: edit_config(p, hidden_size="wide"), "'hidden_size' must be a non-negative integer"),
-    "no dact section": (lambda p: edit_config(p, dact=None), "not a DACT-BERT"),
+    "wrong key": (lambda p: edit_tensors(p, rename_key), "surprise"),
+    "wrong shape": (lambda p: edit_tensors(p, lambda t: t.update({"dact_heads.0.answer.weight": torch.zeros(3, 32)})), "shape"),
+    "config value of the wrong type": (lambda p: edit_json(p / "config.json", hidden_size="wide"), "'hidden_size' must be a non-negative integer"),
+    "no dact section": (lambda p: edit_json(p / "config.json", dact=None), "not a DACT-BERT"),
 }
 
 
@@ -303,11 +246,11 @@ BROKEN = {
 def test_broken_model_directory(tiny_model_dir, tmp_path, case):
     edit, fragment = BROKEN[case]
     path = broken_copy(tiny_model_dir, tmp_path / "broken", edit)
-    assert_one_line_error(invoke("classify", "good film", "--model", path), fragment)
+    assert_error(invoke("classify", "good film", "--model", path), fragment)
 
 
 def test_missing_model_directory(tmp_path):
-    assert_one_line_error(invoke("classify", "good film", "--model", tmp_path / "nowhere"), "not found")
+    assert_error(invoke("classify", "good film", "--model", tmp_path / "nowhere"), "not found")
 
 
 @pytest.mark.parametrize(
@@ -327,34 +270,27 @@ def test_missing_model_directory(tmp_path):
     ],
 )
 def test_bad_input(tiny_model_dir, args, stdin, fragment):
-    assert_one_line_error(invoke("classify", *args, "--model", tiny_model_dir, input=stdin), fragment)
+    assert_error(invoke("classify", *args, "--model", tiny_model_dir, input=stdin), fragment)
 
 
 def test_cuda_without_cuda(tiny_model_dir):
     if torch.cuda.is_available():
         pytest.skip("CUDA is available here")
-    assert_one_line_error(invoke("classify", "good film", "--model", tiny_model_dir, "--device", "cuda"), "CUDA is not available")
+    assert_error(invoke("classify", "good film", "--model", tiny_model_dir, "--device", "cuda"), "CUDA is not available")
 
 
 def test_missing_default_model_says_how_to_pass_one(tmp_path, monkeypatch):
     monkeypatch.setattr(home, "shipped_model_places", lambda: [tmp_path / "weights"])
-    assert_one_line_error(invoke("classify", "good film"), "no default model", "--model")
+    assert_error(invoke("classify", "good film"), "no default model", "--model")
 
 
 # ----------------------------------------------------------------------------------------
-# The bundled default model (weights/), once it is there
+# The shipped default model (weights/)
 # ----------------------------------------------------------------------------------------
-
-
-def needs_default_model():
-    try:
-        return home.shipped_model()
-    except Exception:
-        pytest.skip("weights/model.safetensors is not there yet")
 
 
 def test_default_model_gets_obvious_sentiment_right():
-    needs_default_model()
+    shipped_weights()
     positive = ["a gripping, beautiful film", "one of the best movies of the year, wonderful acting"]
     negative = ["a dull, boring and badly acted mess", "the worst film i have seen in years"]
     rows = classify_json(*positive, *negative)
@@ -362,7 +298,7 @@ def test_default_model_gets_obvious_sentiment_right():
 
 
 def test_default_model_files_are_complete():
-    path = needs_default_model()
+    path = shipped_weights()
     for name in ("config.json", "model.safetensors", "vocab.txt", "tokenizer_config.json"):
         assert (path / name).is_file(), name
     model, meta = load_checkpoint(path)
@@ -394,7 +330,7 @@ def test_train_help_gives_the_default_tau_and_the_authors():
 
 
 def test_eval_defaults_to_the_shipped_model_and_its_method(tiny_tsv):
-    path = needs_default_model()
+    path = shipped_weights()
     assert json.loads((path / "config.json").read_text())["dact"]["trained"]["phase"] == 2  # a DACT model, read by the table
     code, out, err, _ = invoke("eval", "--data", tiny_tsv, "--json")
     assert code == 0, err

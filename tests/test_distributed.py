@@ -9,14 +9,14 @@ import sys
 
 import pytest
 import torch
+from conftest import ctrl_c_on_call
 
 import tinydact.train as train_module
 from tinydact.errors import TinydactError
 from tinydact.checkpoint import load_checkpoint
 from tinydact.train import TrainConfig, train
 
-pytestmark = [pytest.mark.slow,  # each test launches torchrun: ~15 s
-              pytest.mark.skipif(not torch.distributed.is_available(), reason="this torch has no torch.distributed")]
+pytestmark = pytest.mark.slow  # each test launches torchrun: ~15 s
 
 # 12 examples in batches of 11 and 1: the 11 rows split 6 / 5 over two ranks (uneven), and
 # the batch of 1 leaves rank 1 without rows (it must still take part in the step).
@@ -88,16 +88,8 @@ def test_a_run_resumes_under_torchrun(tiny_model_dir, tiny_tsv, tmp_path, monkey
                     **{**SETTINGS, "batch_size": 5, "phase": 1, "blocks": "last"})
     train(TrainConfig(out=str(tmp_path / "straight"), **settings), torch.device("cpu"), quiet=True)
 
-    calls = {"n": 0}
-    real = train_module.encode_batch
-
-    def interrupting(*args):
-        calls["n"] += 1
-        if calls["n"] == 5:  # in epoch 2: after 3 training batches and the dev evaluation at step 2
-            raise KeyboardInterrupt
-        return real(*args)
-
-    monkeypatch.setattr(train_module, "encode_batch", interrupting)
+    # in epoch 2: after 3 training batches and the dev evaluation at step 2
+    ctrl_c_on_call(monkeypatch, train_module, "encode_batch", 5)
     with pytest.raises(TinydactError, match=r"interrupted at step 3/9"):
         train(TrainConfig(out=str(tmp_path / "cut"), **settings), torch.device("cpu"), quiet=True)
     torchrun("--resume", "--out", str(tmp_path / "cut"))

@@ -5,7 +5,6 @@ No test here needs the network: the network layer is replaced at its boundary
 made in tmp_path. The offline behaviour is checked for real, on a machine that cannot reach
 the hosts: it must fail within seconds, with one line (skipped where the network is up)."""
 
-import inspect
 import io
 import json
 import shutil
@@ -18,35 +17,20 @@ import urllib.request
 import zipfile
 from types import SimpleNamespace
 
+import huggingface_hub
 import pytest
 import torch
-from click.testing import CliRunner
+from conftest import TINY_BERT, assert_error, invoke
+from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError
 from safetensors.torch import save_file
 
 from tinydact import download as dl
 from tinydact.bert import Bert, BertConfig, bert_state_for_hf
-from tinydact.cli import cli
 from tinydact.data import read_examples
 from tinydact.errors import TinydactError
 
-TINY = dict(vocab_size=30, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-            max_position_embeddings=40)  # fmt: skip
+TINY = {**TINY_BERT, "vocab_size": 30}  # the 30 tokens of VOCAB
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(25)]
-
-
-def invoke(*args):
-    kw = {"mix_stderr": False} if "mix_stderr" in inspect.signature(CliRunner.__init__).parameters else {}
-    r = CliRunner(**kw).invoke(cli, [str(a) for a in args])
-    return r.exit_code, r.stdout, r.stderr, r.exception
-
-
-def assert_one_line_error(result, *fragments):
-    code, out, err, exc = result
-    assert code != 0 and isinstance(exc, SystemExit), f"{code} {exc!r}"
-    lines = (out + err).strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: ") and "Traceback" not in out + err, out + err
-    for f in fragments:
-        assert f in lines[0], lines[0]
 
 
 # ----------------------------------------------------------------------------------------
@@ -84,9 +68,6 @@ def hub_error(cls, message):
 def fake_hub(tmp_path, monkeypatch):
     """`hf_hub_download` serving the folders of tmp_path/hub/<owner>/<name>; the reachability
     probe always succeeds. Returns .root (the hub folder) and .calls (repo, file) requested."""
-    hub = pytest.importorskip("huggingface_hub")
-    from huggingface_hub import errors
-
     root = tmp_path / "hub"
     calls = []
 
@@ -94,14 +75,14 @@ def fake_hub(tmp_path, monkeypatch):
         calls.append((repo_id, filename))
         repo = root / repo_id
         if not repo.is_dir():
-            raise hub_error(errors.RepositoryNotFoundError, f"404 {repo_id}")
+            raise hub_error(RepositoryNotFoundError, f"404 {repo_id}")
         if not (repo / filename).is_file():
-            raise hub_error(errors.EntryNotFoundError, f"404 {repo_id}/{filename}")
+            raise hub_error(EntryNotFoundError, f"404 {repo_id}/{filename}")
         dest = local_dir / filename
         shutil.copyfile(repo / filename, dest)
         return str(dest)
 
-    monkeypatch.setattr(hub, "hf_hub_download", hf_hub_download)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", hf_hub_download)
     monkeypatch.setattr(dl, "check_reachable", lambda url, timeout=None: None)
     return SimpleNamespace(root=root, calls=calls)
 
@@ -130,24 +111,24 @@ def test_model_with_only_pytorch_bin_is_converted(fake_hub, tmp_path):
 
 
 def test_unknown_model(fake_hub, tmp_path):
-    assert_one_line_error(invoke("download", "nobody/nothing", "--to", tmp_path / "out"), "no model 'nobody/nothing'")
+    assert_error(invoke("download", "nobody/nothing", "--to", tmp_path / "out"), "no model 'nobody/nothing'")
 
 
 def test_repository_without_weights(fake_hub, tmp_path):
     hf_repo(fake_hub.root / "bert-base-uncased")
     (fake_hub.root / "bert-base-uncased" / "model.safetensors").unlink()
-    assert_one_line_error(invoke("download", "bert-base-uncased", "--to", tmp_path / "out"), "neither model.safetensors")
+    assert_error(invoke("download", "bert-base-uncased", "--to", tmp_path / "out"), "neither model.safetensors")
 
 
 def test_not_a_bert(fake_hub, tmp_path):
     hf_repo(fake_hub.root / "someone" / "gpt")
     save_file({"transformer.h.0.attn.weight": torch.zeros(2, 2)}, fake_hub.root / "someone" / "gpt" / "model.safetensors")
-    assert_one_line_error(invoke("download", "someone/gpt", "--to", tmp_path / "out"), "does not load as a BERT encoder")
+    assert_error(invoke("download", "someone/gpt", "--to", tmp_path / "out"), "does not load as a BERT encoder")
 
 
 def test_without_huggingface_hub(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "huggingface_hub", None)  # `import huggingface_hub` now fails
-    assert_one_line_error(invoke("download", "bert-base-uncased", "--to", tmp_path / "out"), "pip install 'tinydact[download]'")
+    assert_error(invoke("download", "bert-base-uncased", "--to", tmp_path / "out"), "pip install 'tinydact[download]'")
 
 
 # ----------------------------------------------------------------------------------------
@@ -236,15 +217,15 @@ def test_mrpc_is_built_from_the_corpus(fake_web, tmp_path):
 def test_glue_errors(fake_web, tmp_path, served, fragment):
     if served is not None:
         fake_web[dl.GLUE_URL + "RTE.zip"] = served
-    assert_one_line_error(invoke("download", "glue", "RTE", "--to", tmp_path / "glue"), fragment)
+    assert_error(invoke("download", "glue", "RTE", "--to", tmp_path / "glue"), fragment)
     assert not (tmp_path / "evil.tsv").exists()
     assert [p.name for p in (tmp_path / "glue").iterdir()] == []  # no archive or partial file left
 
 
 def test_glue_usage_errors(tmp_path):
-    assert_one_line_error(invoke("download", "glue", "--to", tmp_path), "which GLUE task")
-    assert_one_line_error(invoke("download", "glue", "SQuAD", "--to", tmp_path), "unknown GLUE task 'SQuAD'")
-    assert_one_line_error(invoke("download", "bert-base-uncased", "extra", "--to", tmp_path), "unexpected argument")
+    assert_error(invoke("download", "glue", "--to", tmp_path), "which GLUE task")
+    assert_error(invoke("download", "glue", "SQuAD", "--to", tmp_path), "unknown GLUE task 'SQuAD'")
+    assert_error(invoke("download", "bert-base-uncased", "extra", "--to", tmp_path), "unexpected argument")
 
 
 # ----------------------------------------------------------------------------------------
@@ -280,18 +261,15 @@ def run_bounded(fn, seconds):
     return box
 
 
-def test_glue_offline_fails_fast(tmp_path):
-    skip_if_online("dl.fbaipublicfiles.com")
-    box = run_bounded(lambda: dl.download_glue("SST-2", tmp_path), 20)
-    assert isinstance(box.get("error"), TinydactError), box
-    assert "could not reach dl.fbaipublicfiles.com" in str(box["error"]) and "\n" not in str(box["error"])
-    assert box["seconds"] < 15
+OFFLINE = {"glue": ("dl.fbaipublicfiles.com", lambda to: dl.download_glue("SST-2", to)),
+           "model": ("huggingface.co", lambda to: dl.download_model("bert-base-uncased", to))}
 
 
-def test_model_offline_fails_fast(tmp_path):
-    pytest.importorskip("huggingface_hub")
-    skip_if_online("huggingface.co")
-    box = run_bounded(lambda: dl.download_model("bert-base-uncased", tmp_path), 20)
+@pytest.mark.parametrize("what", OFFLINE)
+def test_offline_fails_fast(tmp_path, what):
+    host, fetch = OFFLINE[what]
+    skip_if_online(host)
+    box = run_bounded(lambda: fetch(tmp_path), 20)
     assert isinstance(box.get("error"), TinydactError), box
-    assert "could not reach huggingface.co" in str(box["error"]) and "\n" not in str(box["error"])
+    assert f"could not reach {host}" in str(box["error"]) and "\n" not in str(box["error"])
     assert box["seconds"] < 15

@@ -3,7 +3,6 @@ and concurrent runs, through the command line. For every case: a non-zero exit w
 one `Error:` line and no traceback, or a documented clean outcome; never `NaN` in the output;
 and a run folder whose `best/`, `final/` and `state.pt` stay consistent and loadable."""
 
-import inspect
 import json
 import os
 import shutil
@@ -15,37 +14,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from click.testing import CliRunner
-from conftest import TINY_TSV, make_tiny_checkpoint
+from conftest import TINY_TSV, assert_clean, assert_error, broken_copy, edit_json, edit_tensors, invoke, make_tiny_checkpoint
 
 import tinydact.checkpoint as checkpoint_module
-from tinydact.cli import cli
 from tinydact.checkpoint import load_checkpoint
-
-
-def invoke(*args, input=None):
-    kw = {"mix_stderr": False} if "mix_stderr" in inspect.signature(CliRunner.__init__).parameters else {}
-    r = CliRunner(**kw).invoke(cli, [str(a) for a in args], input=input)
-    return r.exit_code, r.stdout, r.stderr, r.exception
-
-
-def assert_error(result, fragment=""):
-    """Non-zero exit, exactly one `Error:` line (click's usage errors add their Usage/Try
-    lines), no traceback, no NaN."""
-    code, out, err, exc = result
-    assert code != 0 and isinstance(exc, SystemExit), f"exit {code}, {exc!r}: {out + err}"
-    errors = [line for line in (out + err).splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1, out + err
-    assert "Traceback" not in out + err and "NaN" not in out + err
-    assert fragment in errors[0], errors[0]
-    return errors[0]
-
-
-def assert_clean(result):
-    code, out, err, exc = result
-    assert code == 0, out + err
-    assert "Traceback" not in out + err and "NaN" not in out + err and "Infinity" not in out
-    return out, err
 
 
 def strict_json(line):
@@ -69,24 +41,9 @@ def data(tmp_path_factory):
     return path
 
 
-def broken(model_dir, tmp_path, edit):
-    dst = tmp_path / "broken"
-    shutil.copytree(model_dir, dst)
-    edit(dst)
-    return dst
-
-
-def edit_json(name, **changes):
-    def edit(d):
-        cfg = json.loads((d / name).read_text())
-        for k, v in changes.items():
-            if k.startswith("dact."):
-                cfg["dact"][k[5:]] = v
-            else:
-                cfg[k] = v
-        (d / name).write_text(json.dumps(cfg))
-
-    return edit
+def editing(name, **changes):
+    """An edit of the model folder's JSON file `name` (conftest's edit_json), for `broken`."""
+    return lambda d: edit_json(d / name, **changes)
 
 
 def edit_vocab(change):
@@ -98,11 +55,7 @@ def edit_vocab(change):
 
 
 def nan_weights(d):
-    from safetensors.torch import load_file, save_file
-
-    tensors = load_file(d / "model.safetensors")
-    tensors["dact_heads.0.answer.weight"][0, 0] = float("nan")
-    save_file(tensors, str(d / "model.safetensors"))
+    edit_tensors(d, lambda t: t["dact_heads.0.answer.weight"][0, 0].fill_(float("nan")))
 
 
 # ----------------------------------------------------------------------------------------
@@ -166,21 +119,21 @@ CHECKPOINT_CASES = {
     "no config.json": (lambda d: (d / "config.json").unlink(), "no config.json"),
     "config not JSON": (lambda d: (d / "config.json").write_text("{oops"), "not valid JSON"),
     "config a list": (lambda d: (d / "config.json").write_text("[1, 2]"), "does not hold a JSON object"),
-    "dact section a string": (edit_json("config.json", dact="yes"), "the 'dact' section needs"),
-    "labels repeated": (edit_json("config.json", **{"dact.labels": ["a", "a"]}), "distinct label names"),
-    "labels not strings": (edit_json("config.json", **{"dact.labels": [0, 1]}), "distinct label names"),
-    "task a number": (edit_json("config.json", **{"dact.task": 3}), "task must be a string"),
-    "hidden_size a string": (edit_json("config.json", hidden_size="wide"), "'hidden_size' must be a non-negative integer"),
-    "num_hidden_layers a bool": (edit_json("config.json", num_hidden_layers=True), "'num_hidden_layers'"),
-    "layer_norm_eps negative": (edit_json("config.json", layer_norm_eps=-1), "'layer_norm_eps'"),
-    "vocab_size zero": (edit_json("config.json", vocab_size=0), "at least 1"),
+    "dact section a string": (editing("config.json", dact="yes"), "the 'dact' section needs"),
+    "labels repeated": (editing("config.json", **{"dact.labels": ["a", "a"]}), "distinct label names"),
+    "labels not strings": (editing("config.json", **{"dact.labels": [0, 1]}), "distinct label names"),
+    "task a number": (editing("config.json", **{"dact.task": 3}), "task must be a string"),
+    "hidden_size a string": (editing("config.json", hidden_size="wide"), "'hidden_size' must be a non-negative integer"),
+    "num_hidden_layers a bool": (editing("config.json", num_hidden_layers=True), "'num_hidden_layers'"),
+    "layer_norm_eps negative": (editing("config.json", layer_norm_eps=-1), "'layer_norm_eps'"),
+    "vocab_size zero": (editing("config.json", vocab_size=0), "at least 1"),
     "vocab.txt a line short": (edit_vocab(lambda v: v[:-1]), "vocab.txt has 28 tokens, the model's embedding 29"),
     "vocab.txt a line long": (edit_vocab(lambda v: v + ["extra"]), "vocab.txt has 30 tokens"),
     "vocab.txt shifted by one line": (edit_vocab(lambda v: ["[unused0]"] + v[:-1]), "[PAD] is token 1"),
     "vocab.txt without [CLS]": (edit_vocab(lambda v: [t for t in v if t != "[CLS]"] + ["x"]), "special token [CLS]"),
     "vocab.txt not UTF-8": (lambda d: (d / "vocab.txt").write_bytes(b"\xff\xfe"), "not UTF-8"),
-    "model_max_length a string": (edit_json("tokenizer_config.json", model_max_length="abc"), "model_max_length must be"),
-    "do_lower_case a string": (edit_json("tokenizer_config.json", do_lower_case="yes"), "do_lower_case must be"),
+    "model_max_length a string": (editing("tokenizer_config.json", model_max_length="abc"), "model_max_length must be"),
+    "do_lower_case a string": (editing("tokenizer_config.json", do_lower_case="yes"), "do_lower_case must be"),
     "weights empty": (lambda d: (d / "model.safetensors").write_bytes(b""), "not a valid safetensors file"),
     "weights garbage": (lambda d: (d / "model.safetensors").write_bytes(os.urandom(256)), "not a valid safetensors file"),
     "weights truncated": (lambda d: (d / "model.safetensors").write_bytes((d / "model.safetensors").read_bytes()[:5000]),
@@ -194,7 +147,7 @@ CHECKPOINT_CASES = {
 @pytest.mark.parametrize("command", ["classify", "eval"])
 def test_a_checkpoint_that_does_not_fit_is_one_error_line(model_dir, data, tmp_path, case, command):
     edit, fragment = CHECKPOINT_CASES[case]
-    bad = broken(model_dir, tmp_path, edit)
+    bad = broken_copy(model_dir, tmp_path / "broken", edit)
     args = ["classify", "good film"] if command == "classify" else ["eval", "--data", data]
     assert_error(invoke(*args, "--model", bad), fragment)
 
@@ -262,12 +215,12 @@ EVAL_METHOD_CASES = {
 @pytest.mark.parametrize("case", EVAL_METHOD_CASES)
 def test_eval_refuses_an_exit_rule_the_checkpoint_was_not_trained_for(model_dir, data, tmp_path, case):
     trained, args, fragment = EVAL_METHOD_CASES[case]
-    model = broken(model_dir, tmp_path, edit_json("config.json", **{"dact.trained": trained}))
+    model = broken_copy(model_dir, tmp_path / "broken", editing("config.json", **{"dact.trained": trained}))
     assert_error(invoke("eval", "--model", model, "--data", data, *args), fragment)
 
 
 def test_eval_runs_the_checkpoints_own_method_by_default(model_dir, data, tmp_path):
-    model = broken(model_dir, tmp_path, edit_json("config.json", **{"dact.trained": {"phase": 1, "blocks": "weighted"}}))
+    model = broken_copy(model_dir, tmp_path / "broken", editing("config.json", **{"dact.trained": {"phase": 1, "blocks": "weighted"}}))
     out, _ = assert_clean(invoke("eval", "--model", model, "--data", data, "--knob", "2", "--json"))
     assert strict_json(out)["method"] == "pabee" and strict_json(out)["knob"] == 2
 
@@ -277,7 +230,7 @@ def test_plain_labels_unknown_to_the_model_are_an_error(tmp_path):
     model (it used to be read as class id 0)."""
     path = tmp_path / "model"
     make_tiny_checkpoint(path, labels=("1", "2"))
-    edit_json("config.json", **{"dact.task": "plain"})(path)
+    edit_json(path / "config.json", **{"dact.task": "plain"})
     dev = write(tmp_path, "dev.tsv", "good film\t1\nbad film\t0\n")
     assert_error(invoke("eval", "--model", path, "--data", dev), "dev.tsv:2: label '0' is not one of ['1', '2']")
 

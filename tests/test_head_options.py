@@ -10,10 +10,9 @@ import shutil
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TINY_TSV, TINY_VOCAB, make_tiny_checkpoint, tiny_config
-from safetensors.torch import save_file
+from conftest import TINY_TSV, TINY_VOCAB, assert_rows_alone_exit_the_same, make_tiny_checkpoint, save_plain_bert, tiny_config
 
-from tinydact.bert import Bert, bert_state_for_hf, key_mask
+from tinydact.bert import Bert, key_mask
 from tinydact.checkpoint import load_checkpoint, save_checkpoint
 from tinydact.errors import TinydactError
 from tinydact.model import DACTBert
@@ -51,11 +50,7 @@ def test_halting_equals_full_depth_whatever_the_heads_read(head_input, rule):
     a = model(*enc)[0][:, -1]
     assert torch.equal(labels, full_labels) and torch.equal(full_labels, a.argmax(-1))
     assert blocks.min() < 6, "some texts should stop early"
-    for i in range(len(TEXTS)):  # alone, without padding: the same exit (compaction and trimming change nothing)
-        one = [t[i : i + 1, : int(enc[1][i].sum())] for t in enc]
-        l1, p1, b1 = model.predict(*one, rule=rule)
-        assert (l1.item(), b1.item()) == (labels[i].item(), blocks[i].item())
-        assert torch.allclose(p1[0], probs[i], atol=1e-6)
+    assert_rows_alone_exit_the_same(model, enc, labels, probs, blocks, rule, atol=1e-6)
 
 
 @pytest.mark.parametrize("head_input", ["cls-norm", "mean"])
@@ -106,10 +101,7 @@ def test_distillation_does_not_pull_the_last_block_towards_the_others():
 
 def plain_bert(src, dst):
     """A plain BERT directory (no `dact` section) from a tiny DACT-BERT's backbone."""
-    model, _ = load_checkpoint(src)
-    dst.mkdir()
-    save_file({k: v.contiguous() for k, v in bert_state_for_hf(model.bert).items()}, str(dst / "model.safetensors"))
-    (dst / "config.json").write_text(json.dumps(model.bert.config.to_dict()))
+    save_plain_bert(load_checkpoint(src)[0].bert, dst)
     shutil.copy(src / "vocab.txt", dst / "vocab.txt")
     return dst
 

@@ -5,7 +5,8 @@ import json
 
 import pytest
 import torch
-from conftest import TINY_VOCAB, make_tiny_checkpoint, tiny_config
+import transformers
+from conftest import TINY_VOCAB, edit_tensors, make_tiny_checkpoint, tiny_config
 
 from tinydact.bert import Bert
 from tinydact.checkpoint import load_checkpoint, save_checkpoint
@@ -26,11 +27,11 @@ def random_batch(n, seed=0, max_len=20):
     return ids, mask, torch.zeros_like(ids)
 
 
-def halting_model(seed=0, layers=6):
+def halting_model(seed=0, blocks=6):
     """A random tiny model whose examples stop at varied blocks: large random weights make the
     [CLS] states depend on the input, sharper answers and halting units make exits provable."""
     torch.manual_seed(seed)
-    model = DACTBert(Bert(tiny_config(layers)), 3, halt_bias=0.0).eval()
+    model = DACTBert(Bert(tiny_config(blocks)), 3, halt_bias=0.0).eval()
     with torch.no_grad():
         for p in model.bert.parameters():
             if p.ndim == 2:
@@ -111,7 +112,6 @@ def test_float16_checkpoint_loads_and_computes_in_float32(tmp_path):
 
 
 def test_saved_backbone_loads_in_transformers(tmp_path):
-    transformers = pytest.importorskip("transformers")
     model = make_tiny_checkpoint(tmp_path / "ck")
     hf = transformers.BertModel.from_pretrained(tmp_path / "ck", add_pooling_layer=True).eval()
     ids, mask, types = random_batch(4)
@@ -141,21 +141,16 @@ def test_bad_checkpoints_give_clear_errors(tmp_path):
     with pytest.raises(TinydactError, match="the head input must be one of"):
         DACTBert(Bert(tiny_config()), 2, head_input="pooler")
     # a head tensor of the wrong shape, named in the message
-    from safetensors.torch import load_file, save_file
-
     make_tiny_checkpoint(tmp_path / "ck2")
-    tensors = load_file(tmp_path / "ck2" / "model.safetensors")
-    tensors["dact_heads.0.answer.weight"] = torch.zeros(5, 32)
-    save_file(tensors, tmp_path / "ck2" / "model.safetensors")
+    edit_tensors(tmp_path / "ck2", lambda t: t.update({"dact_heads.0.answer.weight": torch.zeros(5, 32)}))
     with pytest.raises(TinydactError, match=r"dact_heads\.0\.answer\.weight.*\(5, 32\).*\(2, 32\)"):
         load_checkpoint(tmp_path / "ck2")
-    del tensors["dact_heads.0.answer.weight"]
-    save_file(tensors, tmp_path / "ck2" / "model.safetensors")
+    edit_tensors(tmp_path / "ck2", lambda t: t.pop("dact_heads.0.answer.weight"))
     with pytest.raises(TinydactError, match=r"missing key 'dact_heads\.0\.answer\.weight'"):
         load_checkpoint(tmp_path / "ck2")
-    tensors["dact_heads.0.answer.weight"] = torch.zeros(2, 32)
-    tensors["dact_heads.9.answer.weight"] = torch.zeros(2, 32)  # a seventh head the model lacks
-    save_file(tensors, tmp_path / "ck2" / "model.safetensors")
+    # the key back, and a seventh head the model lacks
+    edit_tensors(tmp_path / "ck2", lambda t: t.update({"dact_heads.0.answer.weight": torch.zeros(2, 32),
+                                                       "dact_heads.9.answer.weight": torch.zeros(2, 32)}))
     with pytest.raises(TinydactError, match=r"unexpected key 'dact_heads\.9\.answer\.weight'"):
         load_checkpoint(tmp_path / "ck2")
     (tmp_path / "ck2" / "model.safetensors").write_bytes(b"\x00\x01garbage")

@@ -9,12 +9,10 @@ import json
 
 import pytest
 import torch
-from click.testing import CliRunner
-from conftest import GLUE, TINY_TSV, make_tiny_checkpoint
+from conftest import GLUE, TINY_TSV, assert_clean, assert_error, invoke
 
 import tinydact
 from tinydact.checkpoint import load_checkpoint
-from tinydact.cli import cli
 from tinydact.data import read_examples
 from tinydact.errors import TinydactError
 from tinydact.train import TrainConfig, train
@@ -23,16 +21,9 @@ TEXTS = ["a great movie", "the plot was dull", "good film", "awful acting and a 
          "not good .", "the film is not fun", "great story", "bad film", "fun , fun and fun"]
 
 
-@pytest.fixture(scope="module")
-def early_model(tmp_path_factory):
-    path = tmp_path_factory.mktemp("bf16") / "model"
-    make_tiny_checkpoint(path, seed=1, blocks=6, halt_bias=-3.0)
-    return path
-
-
 @pytest.mark.parametrize("rule", ["paper", "tight"])
-def test_bfloat16_halting_equals_bfloat16_full_depth(early_model, rule):
-    clf = tinydact.load(early_model, dtype="bfloat16")
+def test_bfloat16_halting_equals_bfloat16_full_depth(early_model_dir, rule):
+    clf = tinydact.load(early_model_dir, dtype="bfloat16")
     assert clf.model.bert.embeddings.word.weight.dtype == torch.bfloat16
     assert clf.model.heads[0].answer.weight.dtype == torch.float32  # the DACT modules stay float32
     halted, full = clf(TEXTS, rule=rule), clf(TEXTS, rule=rule, halt=False)
@@ -42,21 +33,20 @@ def test_bfloat16_halting_equals_bfloat16_full_depth(early_model, rule):
     assert [(r["label"], r["blocks"]) for r in one_by_one] == [(r["label"], r["blocks"]) for r in halted]
 
 
-def test_bfloat16_stays_close_to_float32(early_model):
-    f32, b16 = tinydact.load(early_model), tinydact.load(early_model, dtype="bfloat16")
+def test_bfloat16_stays_close_to_float32(early_model_dir):
+    f32, b16 = tinydact.load(early_model_dir), tinydact.load(early_model_dir, dtype="bfloat16")
     for a, b in zip(f32(TEXTS, halt=False), b16(TEXTS, halt=False)):
         assert max(abs(a["probs"][k] - b["probs"][k]) for k in a["probs"]) < 0.05
 
 
-def test_float16_is_for_cuda_only_and_other_dtypes_are_an_error(early_model):
+def test_float16_is_for_cuda_only_and_other_dtypes_are_an_error(early_model_dir):
     with pytest.raises(TinydactError, match="the dtype must be one of float32, bfloat16, float16, got 'float64'"):
-        tinydact.load(early_model, dtype="float64")
+        tinydact.load(early_model_dir, dtype="float64")
     if torch.cuda.is_available():
         pytest.skip("CUDA is here")
     with pytest.raises(TinydactError, match="float16 runs on CUDA only"):
-        tinydact.load(early_model, dtype="float16")
-    r = CliRunner().invoke(cli, ["classify", "good film", "--model", str(early_model), "--dtype", "float16"])
-    assert r.exit_code == 1 and "Error: float16 runs on CUDA only" in r.output
+        tinydact.load(early_model_dir, dtype="float16")
+    assert_error(invoke("classify", "good film", "--model", early_model_dir, "--dtype", "float16"), "Error: float16 runs on CUDA only")
 
 
 def test_the_shipped_fp16_checkpoint_runs_in_every_cpu_dtype():
@@ -128,24 +118,24 @@ def test_shipped_model_on_sst2_dev_in_bfloat16():
     assert sum(a != b for a, b in zip(f32, b16)) <= 9  # at most 1% of the sentences
 
 
-def test_cli_dtype(early_model, tmp_path):
-    r = CliRunner().invoke(cli, ["classify", *TEXTS[:3], "--model", str(early_model), "--dtype", "bfloat16", "--json"])
-    assert r.exit_code == 0 and len(r.output.splitlines()) == 3
+def test_cli_dtype(early_model_dir, tmp_path):
+    out, err = assert_clean(invoke("classify", *TEXTS[:3], "--model", early_model_dir, "--dtype", "bfloat16", "--json"))
+    assert err == "" and len(out.splitlines()) == 3
     data = tmp_path / "dev.tsv"
     data.write_text(TINY_TSV)
-    r = CliRunner().invoke(cli, ["eval", "--model", str(early_model), "--data", str(data), "--dtype", "bfloat16", "--json"])
-    assert r.exit_code == 0 and json.loads(r.output)["dtype"] == "bfloat16"
+    out, err = assert_clean(invoke("eval", "--model", early_model_dir, "--data", data, "--dtype", "bfloat16", "--json"))
+    assert err == "" and json.loads(out)["dtype"] == "bfloat16"
 
 
 @pytest.mark.parametrize("phase", [1, 2])
-def test_bfloat16_autocast_training_follows_float32(early_model, tmp_path, phase):
+def test_bfloat16_autocast_training_follows_float32(early_model_dir, tmp_path, phase):
     """A few steps under bfloat16 autocast: float32 weights, a float32 loss, and losses within
     0.05 of the float32 run's at every step (bfloat16 keeps 8 bits of mantissa)."""
     data = tmp_path / "train.tsv"
     data.write_text(TINY_TSV)
     losses = {}
     for dtype in ("float32", "bfloat16"):
-        cfg = TrainConfig(model=str(early_model), train=str(data), dev=str(data), out=str(tmp_path / dtype), task="sst2",
+        cfg = TrainConfig(model=str(early_model_dir), train=str(data), dev=str(data), out=str(tmp_path / dtype), task="sst2",
                           phase=phase, dtype=dtype, batch_size=4, max_length=16, lr=1e-3, head_lr=1e-2, warmup=0.0,
                           eval_every=1, epochs=2, tau=0.05)
         train(cfg, torch.device("cpu"), quiet=True)

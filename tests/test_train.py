@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from conftest import assert_clean, assert_error, ctrl_c_on_call, invoke
 
 import tinydact.train as train_module
 from tinydact.errors import TinydactError
@@ -51,16 +52,7 @@ def test_interrupted_run_resumes_to_the_same_weights(tiny_model_dir, tiny_tsv, t
     straight = config(tiny_model_dir, tiny_tsv, tmp_path / "straight", epochs=3)
     train(straight, torch.device("cpu"), quiet=True)
 
-    calls = {"n": 0}
-    real = train_module.encode_batch
-
-    def interrupting(*args):
-        calls["n"] += 1
-        if calls["n"] == 5:  # in the middle of epoch 2, after 4 optimizer steps
-            raise KeyboardInterrupt
-        return real(*args)
-
-    monkeypatch.setattr(train_module, "encode_batch", interrupting)
+    real = ctrl_c_on_call(monkeypatch, train_module, "encode_batch", 5)  # in the middle of epoch 2, after 4 optimizer steps
     cut = config(tiny_model_dir, tiny_tsv, tmp_path / "cut", epochs=3)
     with pytest.raises(TinydactError, match=r"interrupted at step 4/9.*--resume"):
         train(cut, torch.device("cpu"), quiet=True)
@@ -164,17 +156,8 @@ def test_recipe_interrupted_in_any_phase_resumes_to_the_same_model(tiny_model_di
 
     recipe(recipe_config(tiny_model_dir, tiny_tsv, tmp_path / "straight"), torch.device("cpu"), quiet=True)
 
-    calls = {"n": 0}
-    real = Batches.get
-
-    def interrupting(self, idx):
-        if self.cfg.out.endswith(phase):
-            calls["n"] += 1
-            if calls["n"] == at:  # Ctrl-C while fetching the batch of step `at` of this phase
-                raise KeyboardInterrupt
-        return real(self, idx)
-
-    monkeypatch.setattr(Batches, "get", interrupting)
+    # Ctrl-C while fetching the batch of step `at` of this phase
+    real = ctrl_c_on_call(monkeypatch, Batches, "get", at, counts=lambda batches, idx: batches.cfg.out.endswith(phase))
     cut = tmp_path / "cut"
     with pytest.raises(TinydactError, match=rf"interrupted at step {at - 1}/\d+ of .*{phase}.*tinydact train --resume --out {cut}$"):
         recipe(recipe_config(tiny_model_dir, tiny_tsv, cut), torch.device("cpu"), quiet=True)
@@ -202,35 +185,22 @@ def test_a_finished_recipe_keeps_only_its_model_settings_and_logs(tiny_model_dir
 
 
 def test_recipe_command_runs_and_refuses_options_each_phase_sets(tiny_model_dir, tiny_tsv, tmp_path):
-    from click.testing import CliRunner
-
-    from tinydact.cli import cli
-
-    common = ["--model", str(tiny_model_dir), "--train", str(tiny_tsv), "--dev", str(tiny_tsv), "--task", "sst2",
+    common = ["--model", tiny_model_dir, "--train", tiny_tsv, "--dev", tiny_tsv, "--task", "sst2",
               "--batch-size", "4", "--max-length", "16", "--max-steps", "2", "--quiet", "--device", "cpu"]
-    r = CliRunner().invoke(cli, ["train", *common, "--out", str(tmp_path / "run"), "--keep-states", "--tau", "0.05", "--distill", "0.5"])
-    assert r.exit_code == 0, r.output
-    assert json.loads(r.output)["out"] == str(tmp_path / "run")
+    out, err = assert_clean(invoke("train", *common, "--out", tmp_path / "run", "--keep-states", "--tau", "0.05", "--distill", "0.5"))
+    assert err == "" and json.loads(out)["out"] == str(tmp_path / "run")
     assert all((tmp_path / "run" / phase / "state.pt").is_file() for phase in ("phase1", "heads", "joint"))  # --keep-states
-    r = CliRunner().invoke(cli, ["classify", "good film", "--model", str(tmp_path / "run" / "final")])
-    assert r.exit_code == 0 and "blocks" in r.output
-    r = CliRunner().invoke(cli, ["train", *common, "--out", str(tmp_path / "x"), "--lr", "1e-4"])
-    assert r.exit_code == 1 and "--lr applies to one phase whose backbone trains" in r.output
-    r = CliRunner().invoke(cli, ["train", "--resume", "--out", str(tmp_path / "run")])
-    assert r.exit_code == 1 and f"the recipe in {tmp_path / 'run'} is finished" in r.output
-    r = CliRunner().invoke(cli, ["train", *common, "--out", str(tmp_path / "y"), "--phase-epochs", "1,2"])
-    assert r.exit_code == 1 and "--phase-epochs takes 3 positive numbers" in r.output
+    out, _ = assert_clean(invoke("classify", "good film", "--model", tmp_path / "run" / "final"))
+    assert "blocks" in out
+    assert_error(invoke("train", *common, "--out", tmp_path / "x", "--lr", "1e-4"), "--lr applies to one phase whose backbone trains")
+    assert_error(invoke("train", "--resume", "--out", tmp_path / "run"), f"the recipe in {tmp_path / 'run'} is finished")
+    assert_error(invoke("train", *common, "--out", tmp_path / "y", "--phase-epochs", "1,2"), "--phase-epochs takes 3 positive numbers")
 
 
 @pytest.mark.parametrize("blocks, method", [("all", "static"), ("last", "plain"), ("weighted", "pabee"), ("all-but-last", "deebert")])
 def test_a_checkpoint_records_the_method_it_was_trained_for(tiny_model_dir, tiny_tsv, tmp_path, blocks, method):
-    from click.testing import CliRunner
-
-    from tinydact.cli import cli
-
-    r = CliRunner().invoke(cli, ["train", "--model", str(tiny_model_dir), "--train", str(tiny_tsv), "--out", str(tmp_path / "run"),
-                                 "--phase", "1", "--blocks", blocks, "--max-steps", "1", "--max-length", "16", "--quiet"])
-    assert r.exit_code == 0, r.output
+    assert_clean(invoke("train", "--model", tiny_model_dir, "--train", tiny_tsv, "--out", tmp_path / "run", "--phase", "1",
+                        "--blocks", blocks, "--max-steps", "1", "--max-length", "16", "--quiet"))
     for name in ("best", "final"):
         trained = json.loads((tmp_path / "run" / name / "config.json").read_text())["dact"]["trained"]
         assert trained["method"] == method and trained["blocks"] == blocks and "tau" not in trained  # τ: phase 2 only

@@ -13,7 +13,8 @@ line per dev evaluation (`RUN_FILES`). What this module guarantees:
   or `--overwrite` asks to delete it.
 - **Whole files or none.** `atomic_write` writes a file beside its target and renames it
   over it; `replace_folder` does the same for a folder (two renames). A crash leaves the old
-  version or the new one, never half of one, and leftovers are removed by the next claim.
+  version or the new one, never half of one, and leftovers are removed by the next claim. A
+  write that fails (a full disk) is one error naming the file; the old version stays.
 - **Saves finish.** Inside `uninterrupted`, Ctrl-C and SIGTERM wait until the block is done
   (a checkpoint, the resume state), then arrive as `KeyboardInterrupt` / `Interrupted`.
 - **Resume state read safely.** `load_saved` reads with `torch.load(weights_only=True)` (no
@@ -49,7 +50,8 @@ def atomic_write(path: Path, write) -> None:
     leaves either the old file or the new one, never half of one."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        write(tmp)
+        with write_errors(path):
+            write(tmp)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # some writers create 0600 files; give the usual permissions
@@ -66,7 +68,8 @@ def replace_folder(path: Path, write) -> None:
     tmp, old = (path.with_name(f".{path.name}.{kind}{os.getpid()}") for kind in ("tmp", "old"))
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        write(tmp)
+        with write_errors(path):
+            write(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -74,6 +77,19 @@ def replace_folder(path: Path, write) -> None:
         os.replace(path, old)
     os.replace(tmp, path)
     shutil.rmtree(old, ignore_errors=True)
+
+
+@contextmanager
+def write_errors(path: Path):
+    """A write that fails (a full disk, no permission) as one line naming the file, whether
+    Python (OSError), torch.save (RuntimeError) or safetensors (SafetensorError) reports it."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except (OSError, RuntimeError, SafetensorError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise TinydactError(f"cannot write {path} ({reason})") from None
 
 
 def remove(path: Path) -> None:

@@ -52,50 +52,40 @@ def random_inputs(rng, n):
     return [(text(), text()) if rng.random() < 0.3 else text() for _ in range(n)]
 
 
+def in_threads(calls, f, threads=8):
+    """[f(*call) for call in calls], the calls shared out among `threads` threads at once."""
+    results, errors = [None] * len(calls), []
+
+    def worker(k):
+        try:
+            for i in range(k, len(calls), threads):
+                results[i] = f(*calls[i])
+        except Exception as e:
+            errors.append(e)
+
+    running = [threading.Thread(target=worker, args=(k,)) for k in range(threads)]
+    for t in running:
+        t.start()
+    for t in running:
+        t.join()
+    assert not errors, errors[0]
+    return results
+
+
 def test_one_classifier_shared_by_threads_answers_as_alone(clf):
     rng = random.Random(0)
     calls = [(random_inputs(rng, rng.randint(1, 12)), rng.choice([1, 3, 32]), rng.choice(["paper", "tight"]), rng.random() < 0.8)
              for _ in range(160)]
     alone = [clf(inputs, batch_size=b, rule=rule, halt=halt) for inputs, b, rule, halt in calls]  # one thread
     assert any(r["truncated"] for rs in alone for r in rs) and len({r["blocks"] for rs in alone for r in rs}) > 1
-    shared, errors = [None] * len(calls), []
-
-    def worker(k):
-        try:
-            for i in range(k, len(calls), 8):
-                inputs, b, rule, halt = calls[i]
-                shared[i] = clf(inputs, batch_size=b, rule=rule, halt=halt)
-        except Exception as e:
-            errors.append(e)
-
-    threads = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors[0]
+    shared = in_threads(calls, lambda inputs, b, rule, halt: clf(inputs, batch_size=b, rule=rule, halt=halt))
     differ = [i for i in range(len(calls)) if shared[i] != alone[i]]  # labels, probs bit for bit, blocks
     assert not differ, f"{len(differ)} of {len(calls)} calls answered differently in threads"
 
 
 def test_one_tokenizer_shared_by_threads_truncates_each_call_as_asked(clf):
     tok, rng = clf.tokenizer, random.Random(1)
-    calls = [(random_inputs(rng, 4), rng.choice([None, 5, 16, 64])) for _ in range(200)]
-    alone = [tok([x if isinstance(x, str) else x[0] for x in inputs], max_length=m) for inputs, m in calls]
-    shared, errors = [None] * len(calls), []
-
-    def worker(k):
-        try:
-            for i in range(k, len(calls), 8):
-                inputs, m = calls[i]
-                shared[i] = tok([x if isinstance(x, str) else x[0] for x in inputs], max_length=m)
-        except Exception as e:
-            errors.append(e)
-
-    threads = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors[0]
+    calls = [([x if isinstance(x, str) else x[0] for x in random_inputs(rng, 4)], rng.choice([None, 5, 16, 64])) for _ in range(200)]
+    alone = [tok(texts, max_length=m) for texts, m in calls]
+    shared = in_threads(calls, lambda texts, m: tok(texts, max_length=m))
     assert all(x[0].shape == y[0].shape and all((a == b).all() for a, b in zip(x, y)) for x, y in zip(shared, alone))

@@ -7,12 +7,21 @@
       'probs': {'negative': 0.00..., 'positive': 0.99...}, 'blocks': 1, 'num_blocks': 6,
       'truncated': False}]
 
+Inputs: a text, or a list of texts and pairs, a pair being a tuple `(text_a, text_b)` inside
+the list: `clf("a film")`, `clf(["a film", "a book"])` (two texts), `clf([("a film",
+"it was good")])` (one pair). A bare tuple, `clf(("a film", "a book"))`, could mean either
+and is a TypeError, as are inputs of other types; an empty text is a TinydactError. A
+`Classifier` may be called from several threads at once (a service): each call gives what it
+would alone.
+
 One result per input, in input order: `label`, `confidence` (its probability in a_n at the
 exit), `probs` (label -> probability), `blocks` (blocks run), `num_blocks` (N), `truncated`
 (the text had more tokens than the model takes), and `pair` for a pair. With
 `explain=True`, `steps` holds one dict per block run (`DACTBert.predict`'s trace: y_n, h_n,
 p_n, a_n and both sides of the halting test). `tinydact classify` prints these results.
 """
+
+import os
 
 import torch
 
@@ -46,7 +55,7 @@ class Classifier:
 
     def __call__(self, inputs, halt: bool = True, rule: str = "paper", explain: bool = False, batch_size: int = 32) -> list:
         """Classify `inputs`: a text, or a list of texts and (text_a, text_b) pairs."""
-        items = [inputs] if isinstance(inputs, (str, tuple)) else list(inputs)
+        items = as_list(inputs)
         items = [check_input(x, i) for i, x in enumerate(items, start=1)]
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise TinydactError(f"batch_size must be an integer >= 1, got {batch_size!r}")
@@ -77,11 +86,25 @@ class Classifier:
         return results
 
 
+def as_list(inputs) -> list:
+    """The inputs of a call as a list: a text alone, or the texts and pairs of an iterable. A
+    bare tuple is refused: ("a", "b") may mean one pair or two texts."""
+    if isinstance(inputs, str):
+        return [inputs]
+    if isinstance(inputs, tuple):
+        raise TypeError(f"a bare tuple of {len(inputs)} is ambiguous: pass a list of texts, ['a', 'b'], or a list "
+                        "of (text_a, text_b) pairs, [('a', 'b')]")
+    if isinstance(inputs, (bytes, bytearray, dict)) or not hasattr(inputs, "__iter__"):
+        raise TypeError(f"expected a text or a list of texts and (text_a, text_b) pairs, got {type(inputs).__name__}")
+    return list(inputs)
+
+
 def check_input(x, i: int):
     """(text_a, text_b or None) from a text or a pair, stripped; an empty text is an error."""
+    if not (isinstance(x, str) or isinstance(x, tuple) and len(x) == 2 and all(isinstance(t, str) for t in x)):
+        got = f"({', '.join(type(t).__name__ for t in x)})" if isinstance(x, tuple) else type(x).__name__
+        raise TypeError(f"input {i} is neither a text nor a (text_a, text_b) pair of texts: got {got}")
     pair = x if isinstance(x, tuple) else (x, None)
-    if len(pair) != 2 or not all(isinstance(t, str) for t in pair if t is not None) or pair[0] is None:
-        raise TinydactError(f"text {i} is neither a text nor a (text_a, text_b) pair of texts")
     for t in pair:
         if t is not None and any(0xD800 <= ord(c) <= 0xDFFF for c in t):  # undecodable bytes in argv arrive as these
             raise TinydactError(f"text {i} is not valid UTF-8 text")
@@ -124,6 +147,9 @@ def load(path=None, device="cpu", dtype="float32") -> Classifier:
     `dtype` is the backbone's: "float32", "bfloat16" (or "float16" on CUDA); the DACT modules,
     the recursion and the halting test stay in float32, so the exit is as exact as in float32
     relative to the model that is run."""
+    if path is not None and not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"tinydact.load: path must be a model folder or a model's name (a str or a Path), "
+                        f"got {type(path).__name__}")
     path = shipped_model() if path is None else model_dir(path)
     missing = [f for f in ("config.json", "model.safetensors", "vocab.txt") if not (path / f).is_file()]
     if missing:

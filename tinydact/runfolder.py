@@ -4,14 +4,17 @@ A run's folder (`--out`) holds `state.pt` (everything needed to resume: weights,
 step, best dev figures, settings, RNG), the models `best/` and `final/`, and `log.jsonl`, one
 line per dev evaluation (`RUN_FILES`). What this module guarantees:
 
-- **One writer.** `claim_folder` creates `.lock` (holding the writer's process id) with
-  O_EXCL: a second training into the same folder fails at once. A lock whose process is
-  gone (kill -9, a crash) is stale and taken over.
+- **One writer.** `claim_folder` publishes `.lock`, which names the writer (process id, its
+  start time, the boot, the machine), whole (written aside, then hard-linked into place): a
+  second training into the same folder fails at once. A lock whose process is gone (kill -9,
+  a crash, a restart that reused its number) is stale and taken over; claimants take turns
+  (a kernel lock on the folder) so two never both take one over.
 - **No accidental overwrite.** A folder that holds a run is refused unless the run is resumed
   or `--overwrite` asks to delete it.
 - **Whole files or none.** `atomic_write` writes a file beside its target and renames it
   over it; `replace_folder` does the same for a folder (two renames). A crash leaves the old
-  version or the new one, never half of one, and leftovers are removed by the next claim.
+  version or the new one, never half of one, and leftovers are removed by the next claim. A
+  write that fails (a full disk) is one error naming the file; the old version stays.
 - **Saves finish.** Inside `uninterrupted`, Ctrl-C and SIGTERM wait until the block is done
   (a checkpoint, the resume state), then arrive as `KeyboardInterrupt` / `Interrupted`.
 - **Resume state read safely.** `load_saved` reads with `torch.load(weights_only=True)` (no
@@ -22,7 +25,9 @@ import json
 import os
 import shutil
 import signal
+import socket
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
@@ -45,7 +50,8 @@ def atomic_write(path: Path, write) -> None:
     leaves either the old file or the new one, never half of one."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        write(tmp)
+        with write_errors(path):
+            write(tmp)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # some writers create 0600 files; give the usual permissions
@@ -62,7 +68,8 @@ def replace_folder(path: Path, write) -> None:
     tmp, old = (path.with_name(f".{path.name}.{kind}{os.getpid()}") for kind in ("tmp", "old"))
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        write(tmp)
+        with write_errors(path):
+            write(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -70,6 +77,19 @@ def replace_folder(path: Path, write) -> None:
         os.replace(path, old)
     os.replace(tmp, path)
     shutil.rmtree(old, ignore_errors=True)
+
+
+@contextmanager
+def write_errors(path: Path):
+    """A write that fails (a full disk, no permission) as one line naming the file, whether
+    Python (OSError), torch.save (RuntimeError) or safetensors (SafetensorError) reports it."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except (OSError, RuntimeError, SafetensorError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise TinydactError(f"cannot write {path} ({reason})") from None
 
 
 def remove(path: Path) -> None:
@@ -127,17 +147,10 @@ def claim_folder(out: Path, resume: bool, overwrite: bool, held=RUN_FILES) -> Pa
     lock = out / ".lock"
     try:
         out.mkdir(parents=True, exist_ok=True)
-        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-    except FileExistsError:
-        pid = lock.read_text().strip() or "?"
-        if pid.isdigit() and alive(int(pid)):
-            raise TinydactError(f"another training (process {pid}) is writing to {out}; wait for it, or stop it first") from None
-        lock.unlink(missing_ok=True)  # its process is gone: a stale lock
-        return claim_folder(out, resume, overwrite, held)
+        with claimants_one_at_a_time(out):
+            take_lock(lock)
     except OSError as e:
         raise TinydactError(f"cannot write to {out} ({e.strerror})") from None
-    os.write(fd, str(os.getpid()).encode())
-    os.close(fd)
     found = [name for name in held if (out / name).exists()]
     if found and not resume:
         if not overwrite:
@@ -149,6 +162,103 @@ def claim_folder(out: Path, resume: bool, overwrite: bool, held=RUN_FILES) -> Pa
     for leftover in [*out.glob(".*.tmp*"), *out.glob(".*.old*")]:
         shutil.rmtree(leftover, ignore_errors=True) if leftover.is_dir() else leftover.unlink(missing_ok=True)
     return lock
+
+
+def take_lock(lock: Path) -> None:
+    """Publish `lock` holding this process's identity, or fail because a live process holds
+    it. The file appears whole (written aside, then hard-linked into place, which fails if a
+    lock exists), so no claimant ever reads it empty; a stale one is removed first."""
+    holder = read_lock(lock)
+    if holder is not None and holding(holder, lock):
+        pid = holder.get("pid", "?")
+        raise TinydactError(f"another training (process {pid}) is writing to {lock.parent}; wait for it, or stop it "
+                            f"first (if you are sure no training is running, delete {lock})")
+    if holder is not None:
+        lock.unlink(missing_ok=True)  # stale: its process is gone (kill -9, a crash, a restart)
+    tmp = lock.with_name(f"{lock.name}.claim{os.getpid()}")  # not .tmp: a winner's clean-up would take it
+    tmp.write_text(json.dumps(identity(os.getpid())) + "\n")
+    try:
+        os.link(tmp, lock)  # FileExistsError when a lock appeared meanwhile (claimants without a kernel lock)
+    except FileExistsError:
+        raise TinydactError(f"another training is writing to {lock.parent}; wait for it, or stop it first") from None
+    except OSError:  # a filesystem without hard links: create, then write
+        with open(lock, "x") as f:
+            f.write(tmp.read_text())
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def claimants_one_at_a_time(out: Path):
+    """A kernel lock on the folder for the milliseconds of a claim, so that two claimants never
+    judge and replace a stale lock at once; the kernel drops it when its process dies. Where
+    there is none (Windows, some network filesystems), claims rely on the hard link alone."""
+    try:
+        import fcntl
+
+        fd = os.open(out, os.O_RDONLY)
+    except (ImportError, OSError):
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:
+            pass  # no kernel locks on this filesystem
+        yield
+    finally:
+        os.close(fd)  # releases the kernel lock
+
+
+def identity(pid: int) -> dict:
+    """What tells process `pid` apart from a later one that reuses its number: its start time
+    (Linux's /proc, in clock ticks since boot), the boot, and the machine."""
+    return {"pid": pid, "started": process_started(pid), "boot": boot_id(), "host": socket.gethostname()}
+
+
+def process_started(pid: int) -> str | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat[stat.rindex(")") + 2 :].split()[19]  # field 22, starttime; the name in (...) may hold spaces
+
+
+def boot_id() -> str | None:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return None
+
+
+def read_lock(lock: Path) -> dict | None:
+    """The identity in `lock` (None: no lock). A bare process id is an older tinydact's lock;
+    an empty or unreadable file (a crash while an older tinydact wrote it) holds {}."""
+    try:
+        text = lock.read_text(errors="replace").strip()
+    except FileNotFoundError:
+        return None
+    if text.isdigit():
+        return {"pid": int(text)}
+    try:
+        holder = json.loads(text)
+    except ValueError:
+        return {}
+    return holder if isinstance(holder, dict) and isinstance(holder.get("pid"), int) else {}
+
+
+def holding(holder: dict, lock: Path) -> bool:
+    """Whether the process a lock names still runs: the same process, not merely the same
+    number. A lock from another machine (a shared filesystem) cannot be checked: it holds."""
+    if not holder:  # empty or garbage: stale, unless it is being written this very moment
+        try:
+            return time.time() - lock.stat().st_mtime < 5
+        except FileNotFoundError:
+            return False
+    if holder.get("host", socket.gethostname()) != socket.gethostname():
+        return True
+    now = identity(holder["pid"])  # a field either side cannot tell (no /proc) is taken to agree
+    return alive(holder["pid"]) and all(None in (holder.get(k), now[k]) or holder[k] == now[k] for k in ("started", "boot"))
 
 
 def alive(pid: int) -> bool:

@@ -12,6 +12,7 @@ The pipeline, as in the original BERT:
 """
 
 import json
+import threading
 from pathlib import Path
 from typing import NamedTuple
 
@@ -56,7 +57,7 @@ class Tokenizer:
         # [CLS] etc. typed in a text are the special tokens, not "[", "cls", "]" (as in `transformers`)
         tok.add_special_tokens([t for t in (*SPECIALS, "[MASK]") if t in ids])
         tok.enable_padding(pad_id=ids["[PAD]"], pad_token="[PAD]")  # to the longest in the batch
-        self._tok = tok
+        self._tok, self._lock = tok, threading.Lock()
 
     @classmethod
     def from_pretrained(cls, path) -> "Tokenizer":
@@ -127,17 +128,20 @@ class Tokenizer:
             pairs = [pairs] if isinstance(pairs, str) else list(pairs)
             if len(pairs) != len(texts):
                 raise TinydactError(f"{len(texts)} texts but {len(pairs)} second sentences")
-        if max_length is None:
-            self._tok.no_truncation()
-        else:
-            specials = 2 if pairs is None else 3
-            if max_length <= specials:
-                raise TinydactError(f"max_length {max_length} leaves no room for text after {specials} special tokens")
-            # longest_first: drop tokens from the end of the longer sentence, as `transformers`
-            # does (on a tie with one token to spare, its Rust tokenizer and we keep it in the
-            # second sentence, its slow Python tokenizer in the first)
-            self._tok.enable_truncation(max_length, strategy="longest_first")
-        return self._tok.encode_batch(texts if pairs is None else list(zip(texts, pairs)))
+        specials = 2 if pairs is None else 3
+        if max_length is not None and max_length <= specials:
+            raise TinydactError(f"max_length {max_length} leaves no room for text after {specials} special tokens")
+        # truncation is a setting of the one `tokenizers` object: set and used under a lock, so
+        # that threads sharing this Tokenizer (a Classifier in a service) never mix settings
+        with self._lock:
+            if max_length is None:
+                self._tok.no_truncation()
+            else:
+                # longest_first: drop tokens from the end of the longer sentence, as `transformers`
+                # does (on a tie with one token to spare, its Rust tokenizer and we keep it in the
+                # second sentence, its slow Python tokenizer in the first)
+                self._tok.enable_truncation(max_length, strategy="longest_first")
+            return self._tok.encode_batch(texts if pairs is None else list(zip(texts, pairs)))
 
     def __call__(self, texts, pairs=None, max_length=None) -> Encoded:
         """Encode a batch of texts (and optional second sentences), truncated to `max_length`

@@ -8,7 +8,7 @@
 // after it are never run. The answer is a_n at the exit; labels come from config.json.
 
 import { Bert, getter, linear, readConfig } from "./bert.js";
-import { argmax, checkRule, haltingBounds, update } from "./dact.js";
+import { argmax, haltingBounds, update } from "./dact.js";
 import { TinydactError, repr } from "./errors.js";
 import { parseSafetensors } from "./safetensors.js";
 import { Tokenizer } from "./tokenizer.js";
@@ -138,7 +138,6 @@ export class DACTBert {
    * tinydact/api.py; `index` numbers the text in those messages. */
   classify(text, { pair = null, rule = "paper", halt = true, onBlock = null, index = 1 } = {}) {
     [text, pair] = checkInput(text, pair, index);
-    checkRule(rule);
     const enc = this.tokenizer.encode(text, pair, this.maxLength);
     const r = this.run(enc.inputIds, { tokenTypeIds: enc.tokenTypeIds, rule, halt, onBlock });
     if (!r.probs.every(Number.isFinite)) {

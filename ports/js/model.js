@@ -158,8 +158,10 @@ function allFinite(data) {
 }
 
 /** Whether a text has something to read: a letter, digit, symbol or punctuation mark, not only
- * spaces, control or zero-width characters (which the tokenizer drops); tinydact/data.py's. */
-export const readable = (text) => /[\p{L}\p{N}\p{S}\p{P}]/u.test(text);
+ * spaces, control or zero-width characters (which the tokenizer drops); tinydact/data.py's,
+ * except that U+FFFD is not a symbol here: the tokenizer drops it too, and Node turns bytes of
+ * the command line that are not UTF-8 into it. */
+export const readable = (text) => /[\p{L}\p{N}\p{S}\p{P}]/u.test(text.replaceAll("\ufffd", ""));
 
 /** [text, pair] stripped, or the TinydactError tinydact/api.py's check_input raises: text `i`
  * must be a string (pair a string or null), valid UTF-16 (no lone surrogate, which is what

@@ -10,6 +10,8 @@
 // (1) post-LayerNorm, x = LN(x + attn(x)) then x = LN(x + mlp(x)); (2) GELU with the exact
 // erf; (3) LayerNorm eps 1e-12 (from config.json) with the biased variance.
 
+import { TinydactError, repr } from "./errors.js";
+
 /** erf(x) to about 1e-15 (JavaScript has no Math.erf). For |x| < 6 the series
  *   erf(x) = 2/√π · e^(−x²) · Σ_{k≥0} 2^k x^(2k+1) / (1·3·…·(2k+1)),
  * whose terms are all positive (no cancellation); beyond, erf(x) = ±1 in float64. */
@@ -59,30 +61,72 @@ function layerNorm(x, rows, H, g, b, eps) {
   return x;
 }
 
+/** BertConfig's fields and defaults (bert-base-uncased's), as in tinydact/bert.py. */
+const DEFAULTS = {
+  vocab_size: 30522, hidden_size: 768, num_hidden_layers: 12, num_attention_heads: 12, intermediate_size: 3072,
+  max_position_embeddings: 512, type_vocab_size: 2, layer_norm_eps: 1e-12, hidden_dropout_prob: 0.1,
+  attention_probs_dropout_prob: 0.1, pad_token_id: 0,
+};
+const FLOATS = ["layer_norm_eps", "hidden_dropout_prob", "attention_probs_dropout_prob"];
+
+/** The fields of a parsed config.json, with their defaults, checked as BertConfig.from_dict
+ * checks them: a variant not implemented here, or a size that is not a count, is an error. */
+export function readConfig(d) {
+  const act = d.hidden_act ?? "gelu", pos = d.position_embedding_type ?? "absolute";
+  if (act !== "gelu") throw new TinydactError(`unsupported hidden_act ${repr(act)}: tinydact implements BERT's exact 'gelu'`);
+  if (pos !== "absolute") throw new TinydactError(`unsupported position_embedding_type ${repr(pos)}: only 'absolute' is implemented`);
+  const cfg = { ...DEFAULTS };
+  for (const k of Object.keys(DEFAULTS)) {
+    if (!(k in d)) continue;
+    const v = d[k], float = FLOATS.includes(k);
+    if (!(typeof v === "number" && Number.isFinite(v) && v >= 0 && (float || Number.isInteger(v)))) {
+      throw new TinydactError(`config field ${repr(k)} must be a non-negative ${float ? "number" : "integer"}, got ${repr(v)}`);
+    }
+    cfg[k] = v;
+  }
+  const sizes = ["vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+    "max_position_embeddings", "type_vocab_size"];
+  if (Math.min(...sizes.map((k) => cfg[k])) < 1) {
+    throw new TinydactError("config sizes (vocab_size, hidden_size, num_hidden_layers, ...) must be at least 1");
+  }
+  if (cfg.hidden_size % cfg.num_attention_heads) {
+    throw new TinydactError(`hidden_size ${cfg.hidden_size} is not divisible by num_attention_heads ${cfg.num_attention_heads}`);
+  }
+  return cfg;
+}
+
+/** A checkpoint tensor of an expected shape, with bert.py's words for a missing key or a wrong
+ * shape; `source` names the file. */
+export function getter(tensors, source) {
+  return (name, shape) => {
+    const t = tensors.get(name);
+    if (!t) throw new TinydactError(`${source}: missing key ${repr(name)}`);
+    if (t.shape.join() !== shape.join()) {
+      throw new TinydactError(`${source}: key ${repr(name)} has shape (${t.shape}), the model expects (${shape})`);
+    }
+    return t.data;
+  };
+}
+
 export class Bert {
   /** config: a parsed config.json (Hugging Face keys); tensors: a Map name -> { shape, data }
-   * holding Hugging Face BertModel names (embeddings.*, encoder.layer.{i}.*). */
-  constructor(config, tensors) {
-    if ((config.hidden_act ?? "gelu") !== "gelu") throw new Error(`hidden_act ${config.hidden_act} is not implemented`);
-    if ((config.position_embedding_type ?? "absolute") !== "absolute") throw new Error("only absolute positions are implemented");
-    this.H = config.hidden_size;
-    this.nh = config.num_attention_heads;
+   * holding Hugging Face BertModel names (embeddings.*, encoder.layer.{i}.*); source: the
+   * weights file, as error messages name it. */
+  constructor(config, tensors, source = "model.safetensors") {
+    const cfg = readConfig(config);
+    this.H = cfg.hidden_size;
+    this.nh = cfg.num_attention_heads;
     this.hs = this.H / this.nh;
-    this.I = config.intermediate_size;
-    this.N = config.num_hidden_layers;
-    this.V = config.vocab_size;
-    this.maxPositions = config.max_position_embeddings;
-    this.eps = config.layer_norm_eps ?? 1e-12;
-    const H = this.H, I = this.I;
-    const get = (name, shape) => {
-      const t = tensors.get(name);
-      if (!t) throw new Error(`missing tensor ${name}`);
-      if (t.shape.join() !== shape.join()) throw new Error(`${name} has shape [${t.shape}], expected [${shape}]`);
-      return t.data;
-    };
+    this.I = cfg.intermediate_size;
+    this.N = cfg.num_hidden_layers;
+    this.V = cfg.vocab_size;
+    this.padTokenId = cfg.pad_token_id;
+    this.maxPositions = cfg.max_position_embeddings;
+    this.eps = cfg.layer_norm_eps;
+    const H = this.H, I = this.I, get = getter(tensors, source);
     this.word = get("embeddings.word_embeddings.weight", [this.V, H]);
     this.position = get("embeddings.position_embeddings.weight", [this.maxPositions, H]);
-    this.tokenType = get("embeddings.token_type_embeddings.weight", [config.type_vocab_size ?? 2, H]);
+    this.tokenType = get("embeddings.token_type_embeddings.weight", [cfg.type_vocab_size, H]);
     this.embLN = [get("embeddings.LayerNorm.weight", [H]), get("embeddings.LayerNorm.bias", [H])];
     this.blocks = [];
     for (let i = 0; i < this.N; i++) {
@@ -102,10 +146,10 @@ export class Bert {
    * are 0..T−1; token types 0 for the first sentence, 1 for the second. */
   embed(inputIds, tokenTypeIds) {
     const T = inputIds.length, H = this.H;
-    if (T > this.maxPositions) throw new Error(`input has ${T} tokens; this model takes at most ${this.maxPositions}`);
+    if (T > this.maxPositions) throw new TinydactError(`input has ${T} tokens; this model takes at most ${this.maxPositions}`);
     const x = new Float32Array(T * H);
     for (let t = 0; t < T; t++) {
-      if (!(inputIds[t] >= 0 && inputIds[t] < this.V)) throw new Error(`token id ${inputIds[t]} is outside the vocabulary`);
+      if (!(inputIds[t] >= 0 && inputIds[t] < this.V)) throw new TinydactError(`token id ${inputIds[t]} is outside the vocabulary`);
       const w = inputIds[t] * H, pos = t * H, type = (tokenTypeIds ? tokenTypeIds[t] : 0) * H;
       for (let i = 0; i < H; i++) x[t * H + i] = this.word[w + i] + this.position[pos + i] + this.tokenType[type + i];
     }

@@ -8,8 +8,13 @@
 //   a  N arrays of K numbers   a[n-1] = a_n, the accumulated answer (a_0 = 0 is not stored)
 //   p  N numbers               p[n-1] = p_n = h_1 · … · h_n (p_0 = 1 is not stored)
 
+import { checkChoice } from "./errors.js";
+
 export const A_MIN = 1e-8; // the task term clamps a_N[label] from below at 1e-8
 export const RULES = ["paper", "tight"];
+
+/** `rule` if it is a halting rule, else the error tinydact/options.py's check_rule raises. */
+export const checkRule = (rule) => checkChoice(rule, RULES, "the halting rule");
 
 /** One step: a_n = p_{n-1} · y_n + (1 − p_{n-1}) · a_{n-1} and p_n = h_n · p_{n-1}. */
 export function update(aPrev, pPrev, yN, hN) {
@@ -90,7 +95,7 @@ function shrinkFactor(p, d) {
  * passes = lower > upper; the tight verdict is computed as (a_n[c*] − a_n[c'])(1 − p_n)^d >
  * 1 − (1 − p_n)^d, the same inequality, so that an exact tie gives exactly 0 on the left. */
 export function haltingBounds(aN, pN, d, rule = "paper") {
-  if (!RULES.includes(rule)) throw new Error(`unknown halting rule ${rule}, expected one of ${RULES}`);
+  checkRule(rule);
   const sorted = [...aN].sort((u, v) => v - u);
   const top = sorted[0], second = sorted[1];
   const shrink = shrinkFactor(pN, d);
@@ -104,7 +109,7 @@ export function haltingBounds(aN, pN, d, rule = "paper") {
 
 /** May the example stop after step n (d = N − n steps left)? Always at d = 0 and when K = 1. */
 export function canHalt(aN, pN, d, rule = "paper") {
-  if (!RULES.includes(rule)) throw new Error(`unknown halting rule ${rule}, expected one of ${RULES}`);
+  checkRule(rule);
   if (d === 0 || aN.length === 1) return true;
   return haltingBounds(aN, pN, d, rule).passes;
 }

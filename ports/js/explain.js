@@ -1,5 +1,6 @@
 // The explainer page (explain.html): load the shipped model, classify a sentence block by
 // block, and show y_n, h_n, p_n, a_n and the two sides of the halting test closing in.
+import { TinydactError } from "./errors.js";
 import { DACTBert } from "./model.js";
 
 const $ = (id) => document.getElementById(id);
@@ -85,7 +86,15 @@ async function run(text) {
   $("status").textContent = "running…";
   await new Promise((resolve) => setTimeout(resolve, 0)); // let the page show it
   const t0 = performance.now();
-  const result = model.classify(text, { rule: r });
+  let result;
+  try {
+    result = model.classify(text, { rule: r });
+  } catch (e) { // an input the model refuses, e.g. only spaces or zero-width characters
+    if (!(e instanceof TinydactError)) throw e;
+    $("status").textContent = e.message;
+    $("result").textContent = JSON.stringify({ error: e.message });
+    return;
+  }
   const ms = performance.now() - t0;
   // ?repeat=R classifies the text R more times, for timing from outside (browser_check.py
   // --time): under headless Chromium's virtual time the page's own clock stands still

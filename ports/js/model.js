@@ -7,31 +7,49 @@
 // updates a_n and p_n, and the text stops as soon as the halting test passes: the blocks
 // after it are never run. The answer is a_n at the exit; labels come from config.json.
 
-import { Bert, linear } from "./bert.js";
+import { Bert, getter, linear, readConfig } from "./bert.js";
 import { argmax, haltingBounds, update } from "./dact.js";
+import { TinydactError, repr } from "./errors.js";
 import { parseSafetensors } from "./safetensors.js";
 import { Tokenizer } from "./tokenizer.js";
 
 export class DACTBert {
   /** config: the parsed config.json (with its "dact" section); tensors: Map name -> { shape,
-   * data }; tokenizer: a Tokenizer for the checkpoint's vocab.txt. */
-  constructor(config, tensors, tokenizer) {
+   * data }; tokenizer: a Tokenizer for the checkpoint's vocab.txt; path: the checkpoint
+   * folder, as error messages name it. Checked as tinydact/checkpoint.py's load_checkpoint
+   * checks: every tensor finite, the vocabulary the size of the embedding. */
+  constructor(config, tensors, tokenizer, path = "") {
+    const where = (file) => (path ? `${path}/${file}` : file), source = where("model.safetensors");
+    if (typeof config !== "object" || config === null || Array.isArray(config)) {
+      throw new TinydactError(`config file does not hold a JSON object: ${where("config.json")}`);
+    }
     const dact = config.dact;
-    if (!dact || !Array.isArray(dact.labels)) throw new Error("config.json has no 'dact' section: not a DACT-BERT checkpoint");
-    if (dact.labels.length < 2) throw new Error("the 'dact' section needs at least 2 labels");
-    if ((dact.head_input ?? "cls") !== "cls") throw new Error(`head_input ${dact.head_input} is not implemented here (only "cls")`);
-    this.bert = new Bert(config, tensors);
-    this.labels = dact.labels;
-    this.K = dact.labels.length;
+    if (typeof dact !== "object" || dact === null || !Object.keys(dact).length) {
+      throw new TinydactError(`${path || "the checkpoint"} is a plain BERT checkpoint, not a DACT-BERT one (no 'dact' section in config.json)`);
+    }
+    const labels = dact.labels;
+    if (!Array.isArray(labels) || labels.length !== dact.num_labels || labels.length < 2 ||
+        !labels.every((x) => typeof x === "string" && x) || new Set(labels).size !== labels.length) {
+      throw new TinydactError(`${where("config.json")}: the 'dact' section needs num_labels >= 2 and as many distinct label names`);
+    }
+    // checkpoints without the key read [CLS]; tinydact's "mean" is not ported
+    if ((dact.head_input ?? "cls") !== "cls") {
+      throw new TinydactError(`${where("config.json")}: head_input ${repr(dact.head_input)} is not implemented in this port (only 'cls')`);
+    }
+    readConfig(config); // the config's own errors first, as in Python
+    for (const [name, t] of tensors) {
+      if (!allFinite(t.data)) {
+        throw new TinydactError(`${source}: tensor ${repr(name)} holds values that are not finite numbers (a diverged training?)`);
+      }
+    }
+    this.bert = new Bert(config, tensors, source);
+    tokenizer.checkFits(this.bert.V, this.bert.padTokenId, path || "checkpoint");
+    this.labels = labels;
+    this.K = labels.length;
     this.N = this.bert.N;
     this.tokenizer = tokenizer;
-    this.maxLength = Math.min(tokenizer.maxLength, config.max_position_embeddings);
-    const H = this.bert.H, K = this.K;
-    const get = (name, shape) => {
-      const t = tensors.get(name);
-      if (!t || t.shape.join() !== shape.join()) throw new Error(`missing tensor ${name} of shape [${shape}]`);
-      return t.data;
-    };
+    this.maxLength = Math.min(tokenizer.maxLength, this.bert.maxPositions);
+    const H = this.bert.H, K = this.K, get = getter(tensors, source);
     this.heads = [];
     for (let i = 0; i < this.N; i++) {
       const p = `dact_heads.${i}.`; // block i + 1, 0-based in the checkpoint
@@ -44,23 +62,36 @@ export class DACTBert {
   }
 
   /** From the bytes of model.safetensors (an ArrayBuffer), config.json (parsed), the text
-   * of vocab.txt and tokenizer_config.json (parsed, optional). */
-  static fromFiles({ safetensors, config, vocab, tokenizerConfig = {} }) {
-    return new DACTBert(config, parseSafetensors(safetensors).tensors, Tokenizer.fromFiles(vocab, tokenizerConfig));
+   * of vocab.txt and tokenizer_config.json (parsed, optional); `path` names the folder in
+   * error messages. */
+  static fromFiles({ safetensors, config, vocab, tokenizerConfig = {}, path = "" }) {
+    const where = (file) => (path ? `${path}/${file}` : file);
+    const tensors = parseSafetensors(safetensors, where("model.safetensors")).tensors;
+    return new DACTBert(config, tensors, Tokenizer.fromFiles(vocab, tokenizerConfig, where("tokenizer_config.json")), path);
   }
 
   /** Fetch a checkpoint directory (a URL ending in "/") and build the model. */
   static async fromUrl(base) {
-    const get = async (name) => {
+    const get = async (name, optional = false) => {
       const response = await fetch(new URL(name, base));
-      if (!response.ok) throw new Error(`cannot fetch ${name} from ${base}: HTTP ${response.status}`);
+      if (optional && response.status === 404) return null;
+      if (!response.ok) throw new TinydactError(`cannot fetch ${name} from ${base}: HTTP ${response.status}`);
       return response;
     };
-    const [safetensors, config, vocab] = await Promise.all([
-      get("model.safetensors").then((r) => r.arrayBuffer()), get("config.json").then((r) => r.json()),
-      get("vocab.txt").then((r) => r.text())]);
-    const tokenizerConfig = await get("tokenizer_config.json").then((r) => r.json()).catch(() => ({}));
-    return DACTBert.fromFiles({ safetensors, config, vocab, tokenizerConfig });
+    const json = async (name, what, optional = false) => {
+      const response = await get(name, optional);
+      if (response === null) return {};
+      const text = await response.text();
+      try {
+        return JSON.parse(text);
+      } catch (e) {
+        throw new TinydactError(`${what} is not valid JSON: ${new URL(name, base)} (${e.message})`);
+      }
+    };
+    const [safetensors, config, vocab, tokenizerConfig] = await Promise.all([
+      get("model.safetensors").then((r) => r.arrayBuffer()), json("config.json", "config file"),
+      get("vocab.txt").then((r) => r.arrayBuffer()), json("tokenizer_config.json", "tokenizer config", true)]);
+    return DACTBert.fromFiles({ safetensors, config, vocab: vocabText(vocab, new URL("vocab.txt", base)), tokenizerConfig, path: String(base).replace(/\/$/, "") });
   }
 
   /** DACT module n (1-based) on a [CLS] state x (H): { y: y_n (K numbers), h: h_n }. */
@@ -102,14 +133,54 @@ export class DACTBert {
   }
 
   /** Classify a text (or a pair): { label, confidence, probs, blocks, num_blocks, steps,
-   * tokens, truncated }, the fields of tinydact's result dicts. */
-  classify(text, { pair = null, rule = "paper", halt = true, onBlock = null } = {}) {
-    const enc = this.tokenizer.encode(text.trim(), pair === null ? null : pair.trim(), this.maxLength);
+   * tokens, truncated }, the fields of tinydact's result dicts. A text with nothing to read,
+   * an unknown rule or an answer that is not a finite number is a TinydactError, as in
+   * tinydact/api.py; `index` numbers the text in those messages. */
+  classify(text, { pair = null, rule = "paper", halt = true, onBlock = null, index = 1 } = {}) {
+    [text, pair] = checkInput(text, pair, index);
+    const enc = this.tokenizer.encode(text, pair, this.maxLength);
     const r = this.run(enc.inputIds, { tokenTypeIds: enc.tokenTypeIds, rule, halt, onBlock });
+    if (!r.probs.every(Number.isFinite)) {
+      throw new TinydactError(`the model's answer is not a finite number (NaN or infinity) for text ${index}`);
+    }
     return {
       label: this.labels[r.label], confidence: r.probs[r.label],
       probs: Object.fromEntries(this.labels.map((name, k) => [name, r.probs[k]])),
       blocks: r.blocks, num_blocks: this.N, steps: r.steps, tokens: enc.tokens, truncated: enc.truncated,
     };
+  }
+}
+
+/** Whether every number of an array is finite (a plain loop: `every` is slow on 22M values). */
+function allFinite(data) {
+  for (let i = 0; i < data.length; i++) if (!Number.isFinite(data[i])) return false;
+  return true;
+}
+
+/** Whether a text has something to read: a letter, digit, symbol or punctuation mark, not only
+ * spaces, control or zero-width characters (which the tokenizer drops); tinydact/data.py's,
+ * except that U+FFFD is not a symbol here: the tokenizer drops it too, and Node turns bytes of
+ * the command line that are not UTF-8 into it. */
+export const readable = (text) => /[\p{L}\p{N}\p{S}\p{P}]/u.test(text.replaceAll("\ufffd", ""));
+
+/** [text, pair] stripped, or the TinydactError tinydact/api.py's check_input raises: text `i`
+ * must be a string (pair a string or null), valid UTF-16 (no lone surrogate, which is what
+ * undecodable bytes become), and readable. */
+export function checkInput(text, pair, i) {
+  if (typeof text !== "string" || !(pair === null || typeof pair === "string")) {
+    throw new TinydactError(`text ${i} is neither a text nor a (text_a, text_b) pair of texts`);
+  }
+  const both = pair === null ? [text] : [text, pair];
+  if (both.some((t) => /\p{Cs}/u.test(t))) throw new TinydactError(`text ${i} is not valid UTF-8 text`);
+  if (!both.every(readable)) throw new TinydactError(pair === null ? `text ${i} is empty (nothing to read)` : `text ${i} has an empty sentence`);
+  return [text.trim(), pair === null ? null : pair.trim()];
+}
+
+/** The bytes of vocab.txt (an ArrayBuffer or Uint8Array) as text, refused when not UTF-8. */
+export function vocabText(bytes, file) {
+  try {
+    return new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+  } catch (e) {
+    throw new TinydactError(`vocabulary is not UTF-8 text: ${file} (${e.message})`);
   }
 }

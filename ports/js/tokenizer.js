@@ -13,6 +13,8 @@
 //   post-process    [CLS] A [SEP] (token types 0), [CLS] A [SEP] B [SEP] (B's types 1),
 //                   truncated to max_length by dropping pieces from the end ("longest first")
 
+import { TinydactError, repr } from "./errors.js";
+
 const SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"];
 const MAX_WORD_CHARS = 100;
 
@@ -41,7 +43,7 @@ export class Tokenizer {
   constructor(vocab, { lowercase = true, stripAccents = null, chineseChars = true, maxLength = 512 } = {}) {
     this.vocab = vocab;
     this.ids = new Map(vocab.map((token, i) => [token, i]));
-    for (const t of SPECIALS.slice(0, 4)) if (!this.ids.has(t)) throw new Error(`vocab.txt lacks the special token ${t}`);
+    for (const t of SPECIALS.slice(0, 4)) if (!this.ids.has(t)) throw new TinydactError(`vocab.txt lacks the special token ${t}`);
     this.lowercase = lowercase;
     this.stripAccents = stripAccents ?? lowercase;
     this.chineseChars = chineseChars;
@@ -50,15 +52,37 @@ export class Tokenizer {
     this.specialPattern = new RegExp(`(${specials.join("|")})`);
   }
 
-  /** From the text of vocab.txt and the parsed tokenizer_config.json (optional). */
-  static fromFiles(vocabText, config = {}) {
+  /** From the text of vocab.txt and the parsed tokenizer_config.json (optional), checked as
+   * tinydact/tokenizer.py checks it; `source` names the config file in messages. */
+  static fromFiles(vocabText, config = {}, source = "tokenizer_config.json") {
+    if (typeof config !== "object" || config === null || Array.isArray(config)) {
+      throw new TinydactError(`tokenizer config does not hold a JSON object: ${source}`);
+    }
+    const limit = config.model_max_length;
+    if (limit != null && !(typeof limit === "number" && limit >= 2)) {
+      throw new TinydactError(`${source}: model_max_length must be a number >= 2, got ${repr(limit)}`);
+    }
+    for (const key of ["do_lower_case", "tokenize_chinese_chars"]) {
+      if (typeof (config[key] ?? true) !== "boolean") throw new TinydactError(`${source}: ${key} must be true or false, got ${repr(config[key])}`);
+    }
     return new Tokenizer(readVocab(vocabText), {
       lowercase: config.do_lower_case ?? true,
       stripAccents: config.strip_accents ?? null,
       chineseChars: config.tokenize_chinese_chars ?? true,
       // Hugging Face writes a huge number here when a model sets no limit; positions end at 512
-      maxLength: Math.min(512, config.model_max_length || 512),
+      maxLength: Math.floor(Math.min(512, limit || 512)),
     });
+  }
+
+  /** A vocabulary must match the embedding it indexes: one line more or less in vocab.txt
+   * shifts every id after it and changes the answers without a word (tokenizer.py's check_fits). */
+  checkFits(vocabSize, padTokenId, source) {
+    if (this.vocab.length !== vocabSize) {
+      throw new TinydactError(`${source}: vocab.txt has ${this.vocab.length} tokens, the model's embedding ${vocabSize}`);
+    }
+    if (this.vocab.indexOf("[PAD]") !== padTokenId) {
+      throw new TinydactError(`${source}: [PAD] is token ${this.vocab.indexOf("[PAD]")} in vocab.txt, the config says ${padTokenId}`);
+    }
   }
 
   normalize(text) {
@@ -131,7 +155,7 @@ export class Tokenizer {
     let a = this.tokenize(text), b = pair === null ? null : this.tokenize(pair);
     const full = a.length + (b ? b.length : 0);
     const budget = maxLength - (b ? 3 : 2); // room left by [CLS] A [SEP] (B [SEP])
-    if (budget < 1) throw new Error(`max_length ${maxLength} leaves no room for text`);
+    if (budget < 1) throw new TinydactError(`max_length ${maxLength} leaves no room for text after ${b ? 3 : 2} special tokens`);
     if (!b) {
       a = a.slice(0, budget);
     } else if (a.length + b.length > budget) {

@@ -3,6 +3,7 @@
 // resolves that to package.json's "main", this file. (Node 18 and 20 search the folder for
 // *.test.js files instead and do not run this one.)
 import "./dact.test.js";
+import "./faults.test.js";
 import "./model.test.js";
 import "./safetensors.test.js";
 import "./tokenizer.test.js";

@@ -45,5 +45,5 @@ test("the halting test: always at d = 0 and with K = 1; an exact tie never stops
   }
   // p = 0.44, d = 1: the tight rule stops where the paper rule does not (tests/test_dact_math.py)
   assert.ok(!canHalt([0.9, 0.1], 0.44, 1, "paper") && canHalt([0.9, 0.1], 0.44, 1, "tight"));
-  assert.throws(() => canHalt([0.5, 0.5], 0.5, 1, "loose"), /unknown halting rule/);
+  assert.throws(() => canHalt([0.5, 0.5], 0.5, 1, "loose"), /^TinydactError: the halting rule must be one of paper, tight, got 'loose'$/);
 });

@@ -1,0 +1,238 @@
+// Bad input, refused as tinydact refuses it: through the real entry point (node classify.js, as
+// a user runs it: exit 1 and exactly one `Error: ...` line on stderr, nothing on stdout) and
+// through the library (a TinydactError with the same words). The checkpoints are tiny ones
+// written here (H = 4, 2 blocks), each broken in one way.
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, test } from "node:test";
+import { fileURLToPath } from "node:url";
+import { TinydactError } from "../errors.js";
+import { DACTBert } from "../model.js";
+
+const CLASSIFY = fileURLToPath(new URL("../classify.js", import.meta.url));
+const temp = mkdtempSync(join(tmpdir(), "tinydact-js-"));
+after(() => rmSync(temp, { recursive: true, force: true }));
+
+const VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "good", "bad", "film", "a", "##s", ".", ","];
+const H = 4, I = 8, N = 2, K = 2;
+
+/** The tensors of a tiny DACT-BERT, name -> [shape, values] (values from a fixed sine). */
+function tinyTensors(V) {
+  const shapes = {
+    "embeddings.word_embeddings.weight": [V, H], "embeddings.position_embeddings.weight": [16, H],
+    "embeddings.token_type_embeddings.weight": [2, H], "embeddings.LayerNorm.weight": [H], "embeddings.LayerNorm.bias": [H],
+  };
+  for (let i = 0; i < N; i++) {
+    const p = `encoder.layer.${i}.`;
+    for (const m of ["attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense"]) {
+      Object.assign(shapes, { [`${p}${m}.weight`]: [H, H], [`${p}${m}.bias`]: [H] });
+    }
+    Object.assign(shapes, {
+      [`${p}attention.output.LayerNorm.weight`]: [H], [`${p}attention.output.LayerNorm.bias`]: [H],
+      [`${p}intermediate.dense.weight`]: [I, H], [`${p}intermediate.dense.bias`]: [I],
+      [`${p}output.dense.weight`]: [H, I], [`${p}output.dense.bias`]: [H],
+      [`${p}output.LayerNorm.weight`]: [H], [`${p}output.LayerNorm.bias`]: [H],
+      [`dact_heads.${i}.dense.weight`]: [H, H], [`dact_heads.${i}.dense.bias`]: [H],
+      [`dact_heads.${i}.answer.weight`]: [K, H], [`dact_heads.${i}.answer.bias`]: [K],
+      [`dact_heads.${i}.halt.weight`]: [1, H], [`dact_heads.${i}.halt.bias`]: [1],
+    });
+  }
+  let seed = 0;
+  return Object.fromEntries(Object.entries(shapes).map(([name, shape]) => {
+    const values = Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => 0.5 * Math.sin(++seed));
+    return [name, [shape, values]];
+  }));
+}
+
+/** A safetensors file (F32) from name -> [shape, values]. */
+function safetensorsBytes(tensors) {
+  const header = {}, parts = [];
+  let offset = 0;
+  for (const [name, [shape, values]] of Object.entries(tensors)) {
+    header[name] = { dtype: "F32", shape, data_offsets: [offset, offset + 4 * values.length] };
+    parts.push(new Uint8Array(values.buffer));
+    offset += 4 * values.length;
+  }
+  const json = new TextEncoder().encode(JSON.stringify(header));
+  const out = new Uint8Array(8 + json.length + offset);
+  new DataView(out.buffer).setBigUint64(0, BigInt(json.length), true);
+  out.set(json, 8);
+  parts.reduce((at, p) => (out.set(p, at), at + p.length), 8 + json.length);
+  return out;
+}
+
+/** Write a tiny checkpoint folder; `broken` changes its parts first: { config, vocab, tensors,
+ * tokenizerConfig } (objects it may edit), and may return file contents to write instead. */
+let count = 0;
+function checkpoint(broken = () => {}) {
+  const dir = join(temp, `model${++count}`);
+  const parts = {
+    config: { vocab_size: VOCAB.length, hidden_size: H, num_hidden_layers: N, num_attention_heads: 2, intermediate_size: I,
+      max_position_embeddings: 16, type_vocab_size: 2, pad_token_id: 0, dact: { num_labels: K, labels: ["negative", "positive"] } },
+    vocab: [...VOCAB], tensors: tinyTensors(VOCAB.length), tokenizerConfig: { do_lower_case: true, model_max_length: 16 },
+  };
+  const files = {
+    "config.json": () => JSON.stringify(parts.config), "vocab.txt": () => parts.vocab.map((t) => t + "\n").join(""),
+    "model.safetensors": () => safetensorsBytes(parts.tensors), "tokenizer_config.json": () => JSON.stringify(parts.tokenizerConfig),
+    ...broken(parts),
+  };
+  mkdirSync(dir);
+  for (const [name, contents] of Object.entries(files)) if (contents !== null) writeFileSync(join(dir, name), contents());
+  return dir;
+}
+
+function classify(...args) {
+  const r = spawnSync(process.execPath, [CLASSIFY, ...args], { encoding: "utf8" });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** The command fails as a user mistake: exit 1, no output, exactly the line `Error: <message>`. */
+function refused(args, message) {
+  const r = classify(...args);
+  assert.equal(r.stdout, "", `stdout of ${args.join(" ")}`);
+  const lines = r.stderr.split("\n").filter(Boolean);
+  assert.equal(lines.length, 1, `one line on stderr, got:\n${r.stderr}`);
+  assert.match(lines[0], new RegExp(`^Error: ${message}$`));
+  assert.equal(r.status, 1);
+}
+
+/** The library refuses the same checkpoint folder with a TinydactError of the same words. */
+function libraryRefuses(dir, message) {
+  const read = (f) => readFileSync(join(dir, f));
+  const bytes = read("model.safetensors");
+  assert.throws(() => DACTBert.fromFiles({
+    safetensors: bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength), path: dir,
+    config: JSON.parse(read("config.json")), vocab: read("vocab.txt").toString(), tokenizerConfig: JSON.parse(read("tokenizer_config.json")),
+  }), (e) => e instanceof TinydactError && new RegExp(`^${message}$`).test(e.message));
+}
+
+const esc = (s) => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+
+test("a tiny checkpoint classifies (so the refusals below are not of a checkpoint that never worked)", () => {
+  const dir = checkpoint();
+  const r = classify("--model", dir, "--json", "a good film", "--", "-bad films.");
+  assert.equal(r.status, 0, r.stderr);
+  assert.equal(r.stderr, "");
+  const lines = r.stdout.trim().split("\n").map((l) => JSON.parse(l));
+  assert.deepEqual(lines.map((l) => l.text), ["a good film", "-bad films."]);
+  for (const l of lines) assert.ok(["negative", "positive"].includes(l.label) && Number.isFinite(l.confidence));
+});
+
+const TEXTS = [["empty", [""], "text 1 is empty \\(nothing to read\\)"],
+  ["whitespace only", ["  \t\n "], "text 1 is empty \\(nothing to read\\)"],
+  ["zero-width only", ["\u200b\u200d\ufeff"], "text 1 is empty \\(nothing to read\\)"],
+  ["control characters only", ["\x01\x02\x7f"], "text 1 is empty \\(nothing to read\\)"],
+  ["only U+FFFD (what bytes that are not UTF-8 become)", ["\ufffd \ufffd"], "text 1 is empty \\(nothing to read\\)"],
+  ["the second of three empty", ["good", " ", "bad"], "text 2 is empty \\(nothing to read\\)"],
+  ["an empty second sentence", ["good", "--pair", "\u200b"], "text 1 has an empty sentence"],
+  ["an empty first sentence of a pair", ["\u200b", "--pair", "good"], "text 1 has an empty sentence"],
+  ["--pair of spaces", ["good", "--pair", "   "], "--pair is empty"],
+  ["--pair with two texts", ["good", "bad", "--pair", "x"], "--pair goes with exactly one TEXT, got 2"],
+  ["standard input", ["-"], "'-' \\(read standard input\\) is not supported by this port: pass each TEXT as an argument"],
+  ["no text", [], "no text given: pass TEXT..."]];
+for (const [what, args, message] of TEXTS) {
+  test(`classify.js refuses a text: ${what}`, () => refused(args, message));
+}
+
+const ARGS = [["--rule loose", ["--rule", "loose", "hi"], "the halting rule must be one of paper, tight, got 'loose'"],
+  ["--rule=loose", ["--rule=loose", "hi"], "the halting rule must be one of paper, tight, got 'loose'"],
+  ["--rule without a value", ["hi", "--rule"], "option --rule requires an argument"],
+  ["an unknown option", ["--batch-size", "4", "hi"], "no such option: --batch-size \\(a TEXT that starts with \"-\" goes after --\\)"],
+  ["a text that looks like an option", ["-5 stars"], "no such option: -5 stars \\(a TEXT that starts with \"-\" goes after --\\)"],
+  ["a flag given a value", ["--json=yes", "hi"], "option --json does not take a value"],
+  ["--model that does not exist", ["--model", join(temp, "nothing"), "hi"], `model directory not found: ${esc(join(temp, "nothing"))} .*`],
+  ["--model ~nosuchuser/x", ["--model", "~nosuchuser/x", "hi"], "model directory not found: ~nosuchuser/x .*"],
+  ["--model a file", ["--model", CLASSIFY, "hi"], `${esc(CLASSIFY)} is a file; --model takes a model directory`]];
+for (const [what, args, message] of ARGS) {
+  test(`classify.js refuses a bad argument: ${what}`, () => refused(args, message));
+}
+
+const INF = (parts) => { parts.tensors["dact_heads.1.halt.bias"][1][0] = Infinity; };
+const CHECKPOINTS = [
+  ["a NaN weight", (parts) => { parts.tensors["encoder.layer.1.output.dense.weight"][1][5] = NaN; },
+    "MODEL/model.safetensors: tensor 'encoder.layer.1.output.dense.weight' holds values that are not finite numbers \\(a diverged training\\?\\)"],
+  ["an infinite weight", INF,
+    "MODEL/model.safetensors: tensor 'dact_heads.1.halt.bias' holds values that are not finite numbers \\(a diverged training\\?\\)"],
+  ["a vocab.txt one line short", (parts) => { parts.vocab.pop(); },
+    `MODEL: vocab.txt has ${VOCAB.length - 1} tokens, the model's embedding ${VOCAB.length}`],
+  ["a vocab.txt one line long", (parts) => { parts.vocab.push("extra"); },
+    `MODEL: vocab.txt has ${VOCAB.length + 1} tokens, the model's embedding ${VOCAB.length}`],
+  ["[PAD] where the config does not say", (parts) => { parts.vocab.splice(0, 2, "[UNK]", "[PAD]"); },
+    "MODEL: \\[PAD\\] is token 1 in vocab.txt, the config says 0"],
+  ["a vocab.txt without [CLS]", (parts) => { parts.vocab[2] = "cls"; }, "vocab.txt lacks the special token \\[CLS\\]"],
+  ["a missing tensor", (parts) => { delete parts.tensors["dact_heads.0.answer.bias"]; },
+    "MODEL/model.safetensors: missing key 'dact_heads.0.answer.bias'"],
+  ["a tensor of the wrong shape", (parts) => { parts.tensors["embeddings.LayerNorm.bias"][0] = [2, 2]; },
+    "MODEL/model.safetensors: key 'embeddings.LayerNorm.bias' has shape \\(2,2\\), the model expects \\(4\\)"],
+  ["no 'dact' section", (parts) => { delete parts.config.dact; },
+    "MODEL is a plain BERT checkpoint, not a DACT-BERT one \\(no 'dact' section in config.json\\)"],
+  ["labels that disagree with num_labels", (parts) => { parts.config.dact.num_labels = 3; },
+    "MODEL/config.json: the 'dact' section needs num_labels >= 2 and as many distinct label names"],
+  ["a size given as a string", (parts) => { parts.config.hidden_size = "4"; },
+    "config field 'hidden_size' must be a non-negative integer, got '4'"],
+  ["a bad model_max_length", (parts) => { parts.tokenizerConfig.model_max_length = 1; },
+    "MODEL/tokenizer_config.json: model_max_length must be a number >= 2, got 1"]];
+for (const [what, broken, message] of CHECKPOINTS) {
+  test(`a checkpoint with ${what} is refused, by classify.js and by the library`, () => {
+    const dir = checkpoint(broken), words = message.replaceAll("MODEL", esc(dir));
+    refused(["--model", dir, "good"], words);
+    libraryRefuses(dir, words);
+  });
+}
+
+const header = (json) => () => {
+  const bytes = new TextEncoder().encode(json), out = new Uint8Array(8 + bytes.length);
+  new DataView(out.buffer).setBigUint64(0, BigInt(bytes.length), true);
+  out.set(bytes, 8);
+  return out;
+};
+const FILES = [
+  ["no model.safetensors", { "model.safetensors": null }, "MODEL is not a complete tinydact checkpoint: it has no model.safetensors"],
+  ["no config.json nor vocab.txt", { "config.json": null, "vocab.txt": null },
+    "MODEL is not a complete tinydact checkpoint: it has no config.json, vocab.txt"],
+  ["a safetensors header that is not JSON", { "model.safetensors": header("{not json") },
+    "not a valid safetensors file: MODEL/model.safetensors \\(the header is not UTF-8 JSON: .*\\)"],
+  ["a safetensors header that is a list", { "model.safetensors": header("[1, 2]") },
+    "not a valid safetensors file: MODEL/model.safetensors \\(the header is not a JSON object\\)"],
+  ["a safetensors header without offsets", { "model.safetensors": header('{"a": {"dtype": "F32", "shape": [1]}}') },
+    "not a valid safetensors file: MODEL/model.safetensors \\(a: shape and data_offsets must be lists of non-negative integers\\)"],
+  ["a safetensors file cut short", { "model.safetensors": () => new Uint8Array([200, 0, 0, 0, 0, 0, 0, 0, 123]) },
+    "not a valid safetensors file: MODEL/model.safetensors \\(the header runs past the end\\)"],
+  ["a safetensors file of 3 bytes", { "model.safetensors": () => "abc" },
+    "not a valid safetensors file: MODEL/model.safetensors \\(shorter than 8 bytes\\)"],
+  ["a config.json that is not JSON", { "config.json": () => "{" }, "config file is not valid JSON: MODEL/config.json \\(.*\\)"],
+  ["a config.json that is a list", { "config.json": () => "[]" }, "config file does not hold a JSON object: MODEL/config.json"],
+  ["a tokenizer_config.json that is not JSON", { "tokenizer_config.json": () => "{" },
+    "tokenizer config is not valid JSON: MODEL/tokenizer_config.json \\(.*\\)"],
+  ["a vocab.txt that is not UTF-8", { "vocab.txt": () => Buffer.from([0x5b, 0x50, 0xff, 0x0a]) },
+    "vocabulary is not UTF-8 text: MODEL/vocab.txt \\(.*\\)"]];
+for (const [what, files, message] of FILES) {
+  test(`classify.js refuses a checkpoint folder with ${what}`, () => {
+    const dir = checkpoint(() => files);
+    refused(["--model", dir, "good"], message.replaceAll("MODEL", esc(dir)));
+  });
+}
+
+test("the library refuses what the command line refuses, with the same words", () => {
+  const dir = checkpoint(), read = (f) => readFileSync(join(dir, f));
+  const bytes = read("model.safetensors");
+  const model = DACTBert.fromFiles({ safetensors: bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength),
+    config: JSON.parse(read("config.json")), vocab: read("vocab.txt").toString(), tokenizerConfig: JSON.parse(read("tokenizer_config.json")) });
+  const refuses = (f, message) => assert.throws(f, (e) => e instanceof TinydactError && e.message === message);
+  for (const text of ["", "   ", "\u200b", "\x00\x01\u2060"]) refuses(() => model.classify(text), "text 1 is empty (nothing to read)");
+  refuses(() => model.classify("good", { pair: " " }), "text 1 has an empty sentence");
+  refuses(() => model.classify("good \ud800"), "text 1 is not valid UTF-8 text");
+  refuses(() => model.classify(123), "text 1 is neither a text nor a (text_a, text_b) pair of texts");
+  refuses(() => model.classify(null), "text 1 is neither a text nor a (text_a, text_b) pair of texts");
+  refuses(() => model.classify("good", { pair: ["x"] }), "text 1 is neither a text nor a (text_a, text_b) pair of texts");
+  refuses(() => model.classify("good", { rule: "loose" }), "the halting rule must be one of paper, tight, got 'loose'");
+  refuses(() => model.classify("good", { index: 7, rule: "loose" }), "the halting rule must be one of paper, tight, got 'loose'");
+  refuses(() => model.classify("", { index: 7 }), "text 7 is empty (nothing to read)");
+  assert.equal(model.classify(" good film ").tokens.join(" "), "[CLS] good film [SEP]");
+  // weights that are finite but overflow: the answer is NaN, refused rather than printed as null
+  model.heads[0].answer[1].fill(Infinity);
+  refuses(() => model.classify("good"), "the model's answer is not a finite number (NaN or infinity) for text 1");
+});

@@ -67,6 +67,7 @@ TEXT_CASES = {
     "empty text": ([""], None, "text 1 is empty"),
     "spaces only": (["good film", "   "], None, "text 2 is empty"),
     "zero-width only": (["\u200b\u200d\ufeff"], None, "text 1 is empty"),
+    "replacement characters only": (["\ufffd\ufffd"], None, "text 1 is empty"),
     "control characters only": (["\x01\x02\x7f"], None, "text 1 is empty"),
     "empty --pair": (["good film", "--pair", " "], None, "--pair is empty"),
     "--pair with two texts": (["good film", "bad film", "--pair", "x"], None, "exactly one TEXT"),

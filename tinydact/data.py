@@ -51,8 +51,9 @@ def split_lines(text: str) -> list:
 
 def readable(text: str) -> bool:
     """Whether a text has something to read: a letter, digit, symbol or punctuation mark, not
-    only spaces, control or zero-width characters (which the tokenizer drops)."""
-    return any(unicodedata.category(c)[0] in "LNSP" for c in text)
+    only spaces, control or zero-width characters, or U+FFFD (the replacement character that
+    undecodable bytes become), all of which the tokenizer drops."""
+    return any(unicodedata.category(c)[0] in "LNSP" and c != "\ufffd" for c in text)
 
 
 @dataclass

@@ -156,3 +156,11 @@ def test_plain_files_are_labelled_by_name(tiny_model_dir, tmp_path):
     assert [json.loads(line)["label"] for line in out.splitlines()] == [{"negative": "positive", "positive": "negative"}[a] for a in answers]
     r = json.loads(assert_clean(invoke("eval", "--model", tiny_model_dir, "--data", data, "--json"))[0])
     assert r["accuracy"] == 0.0  # eval says so: no flipped answers behind a good accuracy
+
+
+def test_training_from_a_shifted_vocab_is_refused(tiny_model_dir, tiny_tsv, tmp_path):
+    """Else the new checkpoint would record the shifted file's fingerprint as its own."""
+    model = broken_copy(tiny_model_dir, tmp_path / "m", lambda d: shift_vocab(d, lambda v: v[:10] + v[11:] + ["extra"]))
+    assert_error(invoke("train", "--model", model, "--train", tiny_tsv, "--out", tmp_path / "run", "--phase", "2",
+                        "--batch-size", 4, "--max-length", 16, "--epochs", 1), "is not the vocabulary this model was saved with")
+    assert not (tmp_path / "run" / "final").exists()

@@ -34,6 +34,7 @@ from .home import model_dir
 from .model import DACTBert
 from .runfolder import replace_folder
 from .options import check_dtype, check_head_input
+from .tokenizer import Tokenizer
 
 HEAD_PREFIX = "dact_heads."  # checkpoint keys of the DACT heads; the backbone keeps HF names
 
@@ -76,7 +77,6 @@ def load_checkpoint(path, attention: str = "sdpa"):
     if not meta:
         raise TinydactError(f"{path} is a plain BERT checkpoint, not a DACT-BERT one (no 'dact' section in config.json)")
     labels = check_labels(meta, path / "config.json")
-    check_vocab(path, meta.get("vocab_sha256"))
     try:
         head_input = check_head_input(meta.get("head_input", "cls"))  # checkpoints without the key read [CLS]
     except TinydactError as e:
@@ -109,6 +109,16 @@ def check_labels(meta, config_file: Path) -> list:
         raise TinydactError(f"{config_file}: task {task}'s labels are {list(names)} in this order (class 0 first), "
                             f"the 'dact' section says {labels}")
     return labels
+
+
+def checked_tokenizer(path, model: DACTBert, fingerprint) -> Tokenizer:
+    """The tokenizer of the checkpoint (or plain BERT) at `path`, checked against `model`: as
+    many tokens as its embedding, [PAD] at its pad_token_id, and for a checkpoint that records
+    one (`dact.vocab_sha256`), the vocab.txt it was saved with."""
+    tokenizer = Tokenizer.from_pretrained(path)
+    tokenizer.check_fits(model.bert.config.vocab_size, model.bert.config.pad_token_id, str(path))
+    check_vocab(model_dir(path), fingerprint)
+    return tokenizer
 
 
 def vocab_fingerprint(folder: Path) -> str:

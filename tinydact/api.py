@@ -25,7 +25,7 @@ import os
 
 import torch
 
-from .checkpoint import backbone_dtype, load_checkpoint
+from .checkpoint import backbone_dtype, checked_tokenizer, load_checkpoint
 from .data import FORMATS, readable
 from .errors import TinydactError
 from .home import model_dir, shipped_model
@@ -156,8 +156,7 @@ def load(path=None, device="cpu", dtype="float32") -> Classifier:
         raise TinydactError(f"{path} is not a complete tinydact checkpoint: it has no {', '.join(missing)}")
     try:
         model, meta = load_checkpoint(path)
-        tokenizer = Tokenizer.from_pretrained(path)
-        tokenizer.check_fits(model.bert.config.vocab_size, model.bert.config.pad_token_id, str(path))
+        tokenizer = checked_tokenizer(path, model, meta.get("vocab_sha256"))
     except (TypeError, ValueError, KeyError, RuntimeError) as e:  # e.g. a config value of the wrong type
         raise TinydactError(f"{path}: cannot load the checkpoint ({type(e).__name__}: {e})".replace("\n", " ")) from None
     device = resolve_device(device)

@@ -367,8 +367,8 @@ def load_bert_weights(model: Bert, tensors: dict, source: str = "checkpoint") ->
 
 def copy_exactly(module: nn.Module, tensors: dict, source: str, shown=lambda name: name) -> None:
     """Copy `tensors` into `module`'s parameters by name, after checking that they fit
-    exactly: an unexpected key, a wrong shape or a missing key is an error naming the key
-    as `shown(name)` (the name the checkpoint file uses)."""
+    exactly: an unexpected key, a wrong shape, integers where the model has floats or a
+    missing key is an error naming the key as `shown(name)` (the name the checkpoint file uses)."""
     params = module.state_dict()
     for name, tensor in tensors.items():
         key = shown(name)
@@ -376,6 +376,9 @@ def copy_exactly(module: nn.Module, tensors: dict, source: str, shown=lambda nam
             raise TinydactError(f"{source}: unexpected key {key!r}")
         if tuple(tensor.shape) != tuple(params[name].shape):
             raise TinydactError(f"{source}: key {key!r} has shape {tuple(tensor.shape)}, the model expects {tuple(params[name].shape)}")
+        if params[name].is_floating_point() and not tensor.is_floating_point():  # copy_ would cast int8 silently
+            raise TinydactError(f"{source}: key {key!r} holds {str(tensor.dtype).removeprefix('torch.')} values, the model's "
+                                "weights are floating-point (a quantized checkpoint? save it in float32, float16 or bfloat16)")
     missing = [shown(name) for name in params if name not in tensors]
     if missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""

@@ -136,7 +136,9 @@ def eval_(model_dir, data, task, batch_size, max_length, no_halt, rule, method, 
     clf = load(model_dir, device, dtype)
     given = {name for name in ("rule", "method") if click.get_current_context().get_parameter_source(name) == ParameterSource.COMMANDLINE}
     method = eval_method(method, knob, "rule" in given, no_halt, model_dir, clf.num_blocks)
-    examples, task, _ = read_examples(data, task or clf.task, clf.labels)
+    examples, task, names = read_examples(data, task or clf.task, clf.labels)
+    if names != clf.labels:  # the data's class ids mean other labels than the model's answers
+        raise TinydactError(f"{data} holds {task} labels {names}, the model answers {clf.labels}: accuracy would compare different things")
     r = evaluate(clf.model, examples, clf.tokenizer, batch_size, max_length, halt=not no_halt, rule=rule,
                  device=clf.device, method=method, knob=knob)
     r.pop("predictions"), r.pop("blocks")

@@ -34,6 +34,22 @@ class Encoded(NamedTuple):
     token_type_ids: torch.Tensor  # (B, T) 0 for the first sentence, 1 for the second
 
 
+def check_special_ids(vocab: list, recorded, vocab_file: Path) -> None:
+    """The special tokens' ids a tokenizer_config.json records (`added_tokens_decoder`: id ->
+    {"content": token, ...}, as `transformers` writes it; none in older files) must be their
+    lines in vocab.txt: a line added or removed above [CLS] moves it, and every id with it."""
+    if not isinstance(recorded, dict):
+        raise TinydactError(f"{vocab_file.parent / 'tokenizer_config.json'}: added_tokens_decoder must be an object of id -> token")
+    for i, entry in recorded.items():
+        token = entry.get("content") if isinstance(entry, dict) else None
+        if not str(i).isdigit() or not isinstance(token, str):
+            raise TinydactError(f"{vocab_file.parent / 'tokenizer_config.json'}: added_tokens_decoder[{i!r}] is not an id with a token")
+        if int(i) >= len(vocab) or vocab[int(i)] != token:
+            where = f"is token {vocab.index(token)}" if token in vocab else "is missing"
+            raise TinydactError(f"{vocab_file}: {token} {where}, tokenizer_config.json records it as token {i} "
+                                "(lines of vocab.txt added, removed or moved: every id after them changes)")
+
+
 class Tokenizer:
     def __init__(self, vocab: list, lowercase=True, strip_accents=None, chinese_chars=True, max_length=512):
         """`vocab`: the tokens in id order (the lines of vocab.txt), SPECIALS among them.
@@ -84,6 +100,7 @@ class Tokenizer:
             raise TinydactError(f"{vocab_file} lacks the special token {missing[0]}")
         if not isinstance(config, dict):
             raise TinydactError(f"tokenizer config does not hold a JSON object: {config_file}")
+        check_special_ids(vocab, config.get("added_tokens_decoder", {}), vocab_file)
         limit = config.get("model_max_length")
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, float)) or not limit >= 2):
             raise TinydactError(f"{config_file}: model_max_length must be a number >= 2, got {limit!r}")
@@ -108,7 +125,9 @@ class Tokenizer:
             raise TinydactError(f"{source}: [PAD] is token {self.vocab.index('[PAD]')} in vocab.txt, the config says {pad_token_id}")
 
     def save(self, path) -> None:
-        """Write `vocab.txt` and `tokenizer_config.json` (also readable by `transformers`)."""
+        """Write `vocab.txt` and `tokenizer_config.json` (also readable by `transformers`), the
+        latter with the special tokens' ids as `transformers` records them (`added_tokens_decoder`):
+        loading checks them against the lines of vocab.txt."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         (path / "vocab.txt").write_text("".join(t + "\n" for t in self.vocab), encoding="utf-8")
@@ -118,6 +137,9 @@ class Tokenizer:
             "strip_accents": self.strip_accents,
             "tokenize_chinese_chars": self.chinese_chars,
             "model_max_length": self.max_length,
+            "added_tokens_decoder": {str(i): {"content": t.content, "lstrip": False, "normalized": False, "rstrip": False,
+                                              "single_word": False, "special": True}
+                                     for i, t in sorted(self._tok.get_added_tokens_decoder().items())},
         }
         (path / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
 

@@ -39,11 +39,10 @@ from .data import batch_plan, encode_batch, example_lengths, read_examples
 from .distributed import barrier, broadcast, distributed_setup, for_ranks, global_means, shard
 from .errors import TinydactError
 from .evaluate import block_accuracies, evaluate, evaluate_states
-from .checkpoint import load_checkpoint, new_from_bert, read_dact_config
+from .checkpoint import checked_tokenizer, load_checkpoint, new_from_bert, read_dact_config
 from .options import TrainConfig, check_config, check_options_apply, set_options
 from .runfolder import (Interrupted, RunFolder, atomic_write, claim_folder, load_saved, on_sigterm, remove, replace_folder,
                         restore, saved_config, saved_state, uninterrupted)
-from .tokenizer import Tokenizer
 
 
 # ----------------------------------------------------------------------------------------
@@ -265,8 +264,7 @@ def load_data_and_model(cfg: TrainConfig, device):
         raise TinydactError(f"--head-input {cfg.head_input}: {cfg.model} already has heads that read {model.head_input!r}")
     if cfg.freeze_backbone:
         model.bert.requires_grad_(False)
-    tokenizer = Tokenizer.from_pretrained(cfg.model)
-    tokenizer.check_fits(model.bert.config.vocab_size, model.bert.config.pad_token_id, str(cfg.model))
+    tokenizer = checked_tokenizer(cfg.model, model, meta.get("vocab_sha256"))
     return train_ex, dev_ex, task, labels, tokenizer, model.to(device)
 
 

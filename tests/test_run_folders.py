@@ -113,8 +113,6 @@ def test_a_resumed_run_logs_each_evaluation_once(inputs, tmp_path):
         f.write('{"step": 6, "dev"')  # half a line, as a kill in the middle of a write leaves
     assert_clean(invoke("train", "--resume", "--out", out, "--quiet"))
     assert [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()] == [2, 4, 6, 8, 9]
-    assert (out / "log.jsonl").read_text() == (inputs[2]["one"].parent / "log.jsonl").read_text().replace(
-        str(inputs[2]["one"].parent), str(out))
 
 
 # ----------------------------------------------------------------------------------------

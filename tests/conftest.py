@@ -278,3 +278,46 @@ def assert_error(result: CliResult, *fragments) -> str:
     for fragment in fragments:
         assert fragment in errors[0], errors[0]
     return errors[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# The command line in a process of its own, with a signal at a chosen point
+# ---------------------------------------------------------------------------------------------
+
+SIGNAL_AT = """
+import importlib, os, sys
+module, name, match, n, sig, *argv = sys.argv[1:]
+owner = importlib.import_module(module)
+*path, attr = name.split(".")
+for part in path:
+    owner = getattr(owner, part)
+real, calls = getattr(owner, attr), 0
+
+def signalled(*args, **kw):
+    global calls
+    if match in " ".join(map(str, args)):
+        calls += 1
+        if calls == int(n):
+            if len(args) == 2 and callable(args[1]):  # a writer (path, write): the signal arrives mid-write
+                write = args[1]
+                return real(args[0], lambda tmp: (write(tmp), os.kill(os.getpid(), int(sig))))
+            os.kill(os.getpid(), int(sig))
+    return real(*args, **kw)
+
+setattr(owner, attr, signalled)
+from tinydact.cli import main
+main(argv)
+"""
+
+
+def run_signalled(where, n, sig, *args, timeout=180):
+    """Run `tinydact ARGS` in a new process whose n-th call of `where` = (module, attribute,
+    text its arguments hold) sends it signal `sig` (SIGKILL: kill -9) — in the middle of the
+    write when the call is a writer (path, write), such as atomic_write or replace_folder.
+    Returns the CompletedProcess (text)."""
+    import subprocess
+    import sys
+
+    module, name, match = where
+    cmd = [sys.executable, "-c", SIGNAL_AT, module, name, match, str(n), str(int(sig)), *map(str, args)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)

@@ -107,7 +107,7 @@ def train(method, resume, overwrite, device, quiet, **options):
     if method is not None:
         options.update(method_settings(method, options, given))
     cfg = TrainConfig(**options)
-    best = run_training(cfg, resolve_device(device), resume=resume, quiet=quiet, overwrite=overwrite, given=given & set(options))
+    best = run_training(cfg, resolve_device(device), resume=resume, quiet=quiet, overwrite=overwrite, given=given & {*options, "method"})
     echo_json({"best": best, "out": cfg.out})
 
 

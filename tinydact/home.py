@@ -22,15 +22,24 @@ from .errors import TinydactError
 DEFAULT_HOME = Path("~/.cache/tinydact")
 
 
+def expand(path) -> Path:
+    """`path` with a leading ~ or ~user replaced by that home folder, or one clear error
+    (Python says only "Could not determine home directory" for an unknown user)."""
+    try:
+        return Path(path).expanduser()
+    except RuntimeError:
+        raise TinydactError(f"{path}: cannot find the home folder of {Path(path).parts[0]} (no such user?)") from None
+
+
 def home() -> Path:
     """The folder `tinydact download` writes into: $TINYDACT_HOME, else ~/.cache/tinydact."""
-    return Path(os.environ.get("TINYDACT_HOME") or DEFAULT_HOME).expanduser()
+    return expand(os.environ.get("TINYDACT_HOME") or DEFAULT_HOME)
 
 
 def search_path() -> list:
     """Folders searched for models and data, in order: $TINYDACT_HOME (when set), the cache."""
-    places = [Path(os.environ["TINYDACT_HOME"]).expanduser()] if os.environ.get("TINYDACT_HOME") else []
-    return list(dict.fromkeys(places + [DEFAULT_HOME.expanduser()]))
+    places = [expand(os.environ["TINYDACT_HOME"])] if os.environ.get("TINYDACT_HOME") else []
+    return list(dict.fromkeys(places + [expand(DEFAULT_HOME)]))
 
 
 def find(relative: str) -> Path | None:
@@ -74,7 +83,7 @@ def shipped_model() -> Path:
 def model_dir(name_or_path) -> Path:
     """A model directory from a path, or from the name of a model under `models/` in the
     search path (what `tinydact download NAME` wrote). The one "model not found" error."""
-    path = Path(name_or_path).expanduser()
+    path = expand(name_or_path)
     if path.is_dir():
         return path
     if path.exists():

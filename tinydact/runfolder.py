@@ -22,6 +22,7 @@ line per dev evaluation (`RUN_FILES`). What this module guarantees:
 """
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -93,8 +94,8 @@ def write_errors(path: Path):
 
 
 def remove(path: Path) -> None:
-    """Delete a file or a folder."""
-    shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+    """Delete a file or a folder (a link is deleted, not followed)."""
+    shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink(missing_ok=True)
 
 
 # ----------------------------------------------------------------------------------------
@@ -138,10 +139,13 @@ def uninterrupted(reraise: bool = True):
 # ----------------------------------------------------------------------------------------
 
 
-def claim_folder(out: Path, resume: bool, overwrite: bool, held=RUN_FILES) -> Path:
+def claim_folder(out: Path, resume: bool, overwrite: bool, held=RUN_FILES, kept: bool = True) -> Path:
     """Take the run folder `out` for this process: a lock file that a second writer finds at
-    once, and a refusal to write over a run (`held` files) unless resuming or `overwrite`.
-    Leftover temporary files of an interrupted save are removed. Returns the lock's path."""
+    once, and a refusal to write over a run unless resuming or `overwrite`. `held`: what runs
+    leave in a folder (of every kind, so that --overwrite removes all of it); `kept`: whether
+    that is a run worth keeping (a resume state or a finished model). What a run interrupted
+    before its first resume save left (a log, a best/ nothing can resume) is removed, and so
+    are temporary files of an interrupted save. Returns the lock's path."""
     if out.exists() and not out.is_dir():
         raise TinydactError(f"--out {out} is a file, not a folder")
     lock = out / ".lock"
@@ -153,14 +157,14 @@ def claim_folder(out: Path, resume: bool, overwrite: bool, held=RUN_FILES) -> Pa
         raise TinydactError(f"cannot write to {out} ({e.strerror})") from None
     found = [name for name in held if (out / name).exists()]
     if found and not resume:
-        if not overwrite:
+        if kept and not overwrite:
             lock.unlink()
             raise TinydactError(f"{out} already holds a run ({', '.join(found)}): continue it with --resume, "
                                 "or start again with --overwrite (which deletes it)")
         for name in found:
             remove(out / name)
     for leftover in [*out.glob(".*.tmp*"), *out.glob(".*.old*")]:
-        shutil.rmtree(leftover, ignore_errors=True) if leftover.is_dir() else leftover.unlink(missing_ok=True)
+        remove(leftover)
     return lock
 
 
@@ -305,6 +309,24 @@ class RunFolder:
         with open(self.out / "log.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
 
+    def keep_log_until(self, step: int) -> None:
+        """On resume: keep the log lines of steps up to `step`, the resume state's. The later
+        ones (evaluations after the last save, before a kill) the resumed run logs again; a
+        line half-written by a kill goes too."""
+        path = self.out / "log.jsonl"
+        if path.is_file():
+            lines = [line for line in path.read_text(errors="replace").splitlines() if logged_step(line) <= step]
+            atomic_write(path, lambda p: p.write_text("".join(line + "\n" for line in lines)))
+
+
+def logged_step(line: str) -> float:
+    """The step of a log.jsonl line (infinity for a line that is not a whole record)."""
+    try:
+        step = json.loads(line)["step"]
+    except (ValueError, TypeError, KeyError):
+        return math.inf
+    return step if isinstance(step, int) else math.inf
+
 
 def load_saved(path: Path, what: str):
     """torch.load(weights_only=True) of a file that should hold `what`, or a one-line error."""
@@ -318,7 +340,11 @@ def saved_state(out: Path):
     """The state.pt of the run in `out`, to resume it, or a clear error."""
     path = out / "state.pt"
     if not path.is_file():
-        raise TinydactError(f"nothing to resume: {path} does not exist")
+        left = [name for name in RUN_FILES if (out / name).exists()]
+        raise TinydactError(f"nothing to resume: {path} does not exist" + (
+            f"; {out} holds a finished model: start again with --overwrite (which deletes it)" if "final" in left else
+            f"; the run in {out} stopped before its first resume save ({', '.join(left)}): start it again with its "
+            "command, without --resume (what it left is removed)" if left else ""))
     state = load_saved(path, "the resume state of a tinydact run")
     if not isinstance(state, dict) or not {"model", "optimizer", "step", "best", "config", "rng"} <= set(state):
         raise TinydactError(f"{path} is not the resume state of a tinydact run")

@@ -41,7 +41,7 @@ from .errors import TinydactError
 from .evaluate import block_accuracies, evaluate, evaluate_states
 from .checkpoint import checked_tokenizer, load_checkpoint, new_from_bert, read_dact_config
 from .options import TrainConfig, check_config, check_options_apply, set_options
-from .runfolder import (Interrupted, RunFolder, atomic_write, claim_folder, load_saved, on_sigterm, remove, replace_folder,
+from .runfolder import (RUN_FILES, Interrupted, RunFolder, atomic_write, claim_folder, load_saved, on_sigterm, remove, replace_folder,
                         restore, saved_config, saved_state, uninterrupted)
 
 
@@ -252,16 +252,26 @@ def heads_read(model) -> str | None:
     return meta.get("head_input", "cls") if meta else None
 
 
-def load_data_and_model(cfg: TrainConfig, device):
-    """(train examples, dev examples or None, task, labels, tokenizer, model on `device`)."""
+def read_inputs(cfg: TrainConfig):
+    """(train examples, dev examples or None, task, labels, the model's DACT settings or {} for
+    a plain BERT), checked against each other: read before the run folder is touched, so bad
+    input leaves nothing behind."""
     meta = read_dact_config(cfg.model)
     train_ex, task, labels = read_examples(cfg.train, cfg.task, meta.get("labels"))
     dev_ex = read_examples(cfg.dev, task, labels)[0] if cfg.dev else None
     if meta and meta["labels"] != labels:
         raise TinydactError(f"{cfg.model} was trained for labels {meta['labels']}, the data has {labels}")
+    if meta and cfg.head_input != "cls" and cfg.head_input != heads_read(cfg.model):
+        raise TinydactError(f"--head-input {cfg.head_input}: {cfg.model} already has heads that read {heads_read(cfg.model)!r}")
+    Tokenizer.from_pretrained(cfg.model)
+    return train_ex, dev_ex, task, labels, meta
+
+
+def load_data_and_model(cfg: TrainConfig, device, inputs=None):
+    """(train examples, dev examples or None, task, labels, tokenizer, model on `device`);
+    `inputs`: what `read_inputs` returned, when it was called already."""
+    train_ex, dev_ex, task, labels, meta = inputs or read_inputs(cfg)
     model = load_checkpoint(cfg.model)[0] if meta else new_from_bert(cfg.model, len(labels), cfg.halt_bias, head_input=cfg.head_input)
-    if meta and cfg.head_input != "cls" and cfg.head_input != model.head_input:
-        raise TinydactError(f"--head-input {cfg.head_input}: {cfg.model} already has heads that read {model.head_input!r}")
     if cfg.freeze_backbone:
         model.bert.requires_grad_(False)
     tokenizer = checked_tokenizer(cfg.model, model, meta.get("vocab_sha256"))
@@ -285,9 +295,9 @@ class Phase:
     """One phase, in a folder this process holds: its data, model, optimizer, run folder and
     where it stands (`step` of `total`, the `best` dev figures so far)."""
 
-    def __init__(self, cfg: TrainConfig, out: Path, saved, rank: int, world: int, device):
+    def __init__(self, cfg: TrainConfig, out: Path, saved, rank: int, world: int, device, inputs=None):
         torch.manual_seed(cfg.seed + rank)  # ranks draw different dropout masks; DDP gives all rank 0's initial weights
-        train_ex, self.dev_ex, task, labels, self.tokenizer, self.model = load_data_and_model(cfg, device)
+        train_ex, self.dev_ex, task, labels, self.tokenizer, self.model = load_data_and_model(cfg, device, inputs)
         self.batches = Batches(cfg, self.model, self.tokenizer, train_ex, self.dev_ex, device)
         self.run = RunFolder(out, cfg, self.model, self.tokenizer, labels, task)
         self.cfg, self.out, self.rank, self.world, self.device = cfg, out, rank, world, device
@@ -295,6 +305,8 @@ class Phase:
         self.warm, self.eval_every = int(cfg.warmup * self.total), cfg.eval_every or self.batches.steps_per_epoch
         self.optimizer = adamw(parameter_groups(self.model, cfg))
         self.step, self.best = restore(saved, self.model, self.optimizer, rank) if saved else (0, None)
+        if saved and rank == 0:
+            self.run.keep_log_until(self.step)
         self.objective = for_ranks(BatchLoss(self.model, cfg), world, device)
         self.autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.dtype == "bfloat16")
 
@@ -345,15 +357,18 @@ class Phase:
         return broadcast(self.best, self.world) or {}
 
 
-def run_phase(cfg: TrainConfig, out: Path, saved, rank: int, world: int, device, quiet: bool, again: str | None) -> dict:
+def run_phase(cfg: TrainConfig, out: Path, saved, rank: int, world: int, device, quiet: bool, again: str | None,
+              inputs=None) -> dict:
     """The training loop of one phase (see `train`): optimizer steps, a dev evaluation every
-    `eval_every` steps and at the end, the resume state every `save_every` steps."""
-    p = Phase(cfg, out, saved, rank, world, device)
-    previous = signal.signal(signal.SIGTERM, on_sigterm)
-    bar = tqdm(total=p.total, initial=p.step, desc=out.name, disable=quiet or rank > 0, dynamic_ncols=True)
-    running = {}  # running means of the batch figures, on the progress bar
-    p.model.train()
+    `eval_every` steps and at the end, the resume state every `save_every` steps. Ctrl-C or
+    SIGTERM, from loading the model to the last save, ends in one error naming the command
+    that continues the run (or, before it has anything to continue, that starts it again)."""
+    p, bar = None, None
     try:
+        p = Phase(cfg, out, saved, rank, world, device, inputs)
+        bar = tqdm(total=p.total, initial=p.step, desc=out.name, disable=quiet or rank > 0, dynamic_ncols=True)
+        running = {}  # running means of the batch figures, on the progress bar
+        p.model.train()
         while p.step < p.total:
             epoch, offset = divmod(p.step, p.batches.steps_per_epoch)
             for idx in p.batches.plan(epoch)[offset : offset + p.total - p.step]:
@@ -362,15 +377,19 @@ def run_phase(cfg: TrainConfig, out: Path, saved, rank: int, world: int, device,
                     p.evaluate_dev(running, quiet)
                 if p.step % cfg.save_every == 0 and rank == 0:
                     p.run.save_state(p.optimizer, p.step, p.best)
+        return p.finish()
     except (KeyboardInterrupt, Interrupted):
-        if rank == 0:
+        if p is not None and rank == 0:
             p.run.save_state(p.optimizer, p.step, p.best, reraise=False)
+        if p is None and saved is None and again is None:  # nothing saved, nothing to continue
+            raise TinydactError(f"interrupted while loading the model and data of {out}, before its first step: "
+                                "nothing saved; start it again with the same command") from None
         again = again or ("torchrun [its options] -m tinydact" if world > 1 else "tinydact") + f" train --resume --out {out}"
-        raise TinydactError(f"interrupted at step {p.step}/{p.total} of {out}; state saved, continue with: {again}")
+        where = f"at step {p.step}/{p.total} of {out}; state saved" if p is not None else f"while loading the model and data of {out}"
+        raise TinydactError(f"interrupted {where}, continue with: {again}") from None
     finally:
-        bar.close()
-        signal.signal(signal.SIGTERM, previous)
-    return p.finish()
+        if bar is not None:
+            bar.close()
 
 
 def train(cfg: TrainConfig, device: torch.device, resume: bool = False, quiet: bool = False, again: str | None = None,
@@ -385,10 +404,13 @@ def train(cfg: TrainConfig, device: torch.device, resume: bool = False, quiet: b
     rank, world, device = distributed_setup(device)
     if world > 1 and cfg.freeze_backbone:
         raise TinydactError("--freeze-backbone trains in one process (an epoch on cached states takes seconds): start it without torchrun")
-    lock = claim_folder(out, resume, overwrite) if rank == 0 else None
+    inputs = read_inputs(cfg)  # bad input: an error before the folder is touched
+    lock = claim_folder(out, resume, overwrite, RUN_LEFTOVERS, worth_keeping(out)) if rank == 0 else None
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
-        return run_phase(cfg, out, saved, rank, world, device, quiet, again)
+        return run_phase(cfg, out, saved, rank, world, device, quiet, again, inputs)
     finally:
+        signal.signal(signal.SIGTERM, previous)
         if lock is not None:
             lock.unlink(missing_ok=True)
 
@@ -406,6 +428,25 @@ RECIPE = (
     ("joint", {"phase": 2, "blocks": "all", "freeze_backbone": False, "lr": 2e-5, "head_lr": 5e-4}),
 )
 RECIPE_FILES = ("state.pt", "best", "final", "head-inputs.pt")  # what a finished recipe removes from each phase (not log.jsonl)
+PHASES = tuple(name for name, _ in RECIPE)
+RUN_LEFTOVERS = ("recipe.json", *RUN_FILES, *PHASES)  # what a run of either kind, one phase or the recipe, leaves
+
+
+def worth_keeping(out: Path) -> bool:
+    """Whether the run folder `out` holds something a rerun must not delete unasked: a resume
+    state (its own, or a recipe phase's) or a finished model. What else a run leaves (a log,
+    a best/ without a state, recipe.json before any phase saved) is removed by a rerun."""
+    return (out / "final").exists() or any((folder / "state.pt").is_file() for folder in (out, *(out / name for name in PHASES)))
+
+
+def run_kind(out: Path) -> str:
+    """What `out` holds, to resume: "recipe" or "phase"; a folder with files of both is an error."""
+    recipe_files = [name for name in ("recipe.json", *PHASES) if (out / name).exists()]
+    phase_files = [name for name in RUN_FILES if name != "final" and (out / name).exists()]
+    if recipe_files and phase_files:
+        raise TinydactError(f"{out} holds files of the whole recipe ({', '.join(recipe_files)}) and of one phase "
+                            f"({', '.join(phase_files)}): it is neither run to resume; start again with --overwrite (which deletes both)")
+    return "recipe" if recipe_files else "phase"
 
 
 def phase_epochs(text: str) -> list:
@@ -426,7 +467,8 @@ def recipe_config(cfg: TrainConfig, resume: bool) -> TrainConfig:
         try:
             cfg = saved_config(json.loads((out / "recipe.json").read_text()), out / "recipe.json")
         except (OSError, ValueError):
-            raise TinydactError(f"nothing to resume: {out / 'recipe.json'} is missing or unreadable") from None
+            raise TinydactError(f"nothing to resume: {out / 'recipe.json'} is missing or unreadable; start again with "
+                                "--overwrite (which deletes what the recipe left)") from None
     check_config(cfg, one_phase=False)
     check_options_apply(cfg, set_options(cfg), heads_read(cfg.model))
     return cfg
@@ -445,7 +487,10 @@ def recipe(cfg: TrainConfig, device: torch.device, resume: bool = False, quiet: 
                             "one at a time with --phase (docs/distributed.md)")
     cfg = recipe_config(cfg, resume)
     epochs = phase_epochs(cfg.phase_epochs)
-    lock = claim_folder(out, resume, overwrite, held=("recipe.json", "final", *(name for name, _ in RECIPE)))
+    read_inputs(cfg)  # bad input: an error before the folder is touched
+    lock = claim_folder(out, resume, overwrite, RUN_LEFTOVERS, worth_keeping(out))
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    again = f"tinydact train --resume --out {out}"
     try:
         if resume and (out / "final").is_dir():
             raise TinydactError(f"the recipe in {out} is finished, its model is {out / 'final'}: nothing to resume "
@@ -456,16 +501,19 @@ def recipe(cfg: TrainConfig, device: torch.device, resume: bool = False, quiet: 
             phase = TrainConfig(**{**asdict(cfg), **settings, "model": start, "out": str(out / name), "epochs": n_epochs})
             if phase.freeze_backbone:
                 phase.cache = str(out / name / "head-inputs.pt")
-            again = f"tinydact train --resume --out {out}"
             started = (out / name / "state.pt").is_file()  # a phase that never saved a state starts (again)
             best = train(phase, device, resume=started, quiet=quiet, again=again, overwrite=not started)
             start = str(out / name / "final")
-        replace_folder(out / "final", lambda tmp: shutil.copytree(start, tmp))
-        for name, _ in RECIPE if not cfg.keep_states else ():
-            for file in RECIPE_FILES:
-                remove(out / name / file)
+        with uninterrupted(reraise=False):  # seconds: an interrupt now lets the recipe finish
+            replace_folder(out / "final", lambda tmp: shutil.copytree(start, tmp))
+            for name in PHASES if not cfg.keep_states else ():
+                for file in RECIPE_FILES:
+                    remove(out / name / file)
         return best
+    except (KeyboardInterrupt, Interrupted):  # between phases (inside one, the phase says where it stopped)
+        raise TinydactError(f"interrupted in {out}, continue with: {again}") from None
     finally:
+        signal.signal(signal.SIGTERM, previous)
         lock.unlink(missing_ok=True)
 
 
@@ -482,5 +530,5 @@ def run_training(cfg: TrainConfig, device: torch.device, resume: bool = False, q
     if given:
         check_config(cfg, one_phase=False)
         check_options_apply(cfg, given, heads_read(cfg.model))
-    whole = (Path(cfg.out) / "recipe.json").is_file() if resume else cfg.phase is None
+    whole = run_kind(Path(cfg.out)) == "recipe" if resume else cfg.phase is None
     return (recipe if whole else train)(cfg, device, resume=resume, quiet=quiet, overwrite=overwrite)

@@ -59,12 +59,12 @@ from tinydact.baselines import training_settings
 from tinydact.bert import Bert, bert_state_for_hf, read_config
 from tinydact.data import detect_task, example_lengths, header_lines, read_examples
 from tinydact.errors import TinydactError
-from tinydact.evaluate import block_accuracies, estimate_flops, evaluate
+from tinydact.evaluate import block_accuracies, cache_head_inputs, estimate_flops, evaluate
 from tinydact.home import model_dir
 from tinydact.checkpoint import load_checkpoint
 from tinydact.options import HEAD_INPUTS, TRAIN_DTYPES
 from tinydact.tokenizer import Tokenizer
-from tinydact.train import RECIPE, TrainConfig, cache_head_inputs, train
+from tinydact.train import RECIPE, TrainConfig, train
 
 DATA = {"sst2": "data/glue/SST-2", "subj": "data/subj", "agnews": "data/agnews", "trec": "data/trec"}
 METHODS = ("plain", "deebert", "static", "static-ft", "pabee", "dact", "dact-distill")

@@ -20,7 +20,6 @@ though `eval` on such files maps labels by name; and weights that are finite flo
 (another model's, or damaged) load as they are.
 """
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -32,7 +31,7 @@ from .data import FORMATS
 from .errors import TinydactError
 from .home import model_dir
 from .model import DACTBert
-from .runfolder import replace_folder
+from .runfolder import file_digest, replace_folder
 from .options import check_dtype, check_head_input
 from .tokenizer import Tokenizer
 
@@ -123,7 +122,7 @@ def checked_tokenizer(path, model: DACTBert, fingerprint) -> Tokenizer:
 
 def vocab_fingerprint(folder: Path) -> str:
     """The sha256 of vocab.txt's bytes (what `sha256sum vocab.txt` prints)."""
-    return hashlib.sha256((folder / "vocab.txt").read_bytes()).hexdigest()
+    return file_digest(folder / "vocab.txt")
 
 
 def check_vocab(path: Path, fingerprint) -> None:

@@ -10,6 +10,7 @@ import math
 import time
 
 import torch
+from tqdm import tqdm
 
 from .baselines import check_knob, predict_exit
 from .bert import BertConfig
@@ -122,3 +123,34 @@ def block_accuracies(model, xs, labels, device) -> list:
     model.eval()
     xs, labels = xs.to(device, torch.float32), labels.to(device)
     return [(head(xs[:, n])[0].argmax(-1) == labels).float().mean().item() for n, head in enumerate(model.heads)]
+
+
+@torch.no_grad()
+def cache_head_inputs(model, examples, tokenizer, max_length: int, device, desc: str):
+    """What the DACT modules read after every block, x_1..x_N (n, N, H) per example (the [CLS]
+    state or the token mean), of a frozen backbone, in float16 on the CPU."""
+    model.eval()
+    out = torch.empty(len(examples), model.num_blocks, model.bert.config.hidden_size, dtype=torch.float16)
+    plan = batch_plan(example_lengths(examples, tokenizer, max_length), 128)
+    for idx in tqdm(plan, desc=desc, leave=False, disable=None):  # shown on a terminal only
+        enc, _, _ = encode_batch(examples, idx, tokenizer, max_length)
+        out[idx] = model.head_inputs(*(t.to(device) for t in enc)).to("cpu", torch.float16)
+    return out
+
+
+def dev_metrics(model, cfg, dev_ex, dev_xs, tokenizer, device) -> dict:
+    """The dev figures a training run logs, for the run's TrainConfig `cfg`. Phase 1: each
+    block's own answer ("accuracy" is the last block's); phase 2: the DACT model with halting,
+    from the cached head inputs `dev_xs` of a frozen backbone, or through `evaluate`."""
+    labels = torch.tensor([e.label for e in dev_ex])
+    if cfg.phase == 1:
+        states = dev_xs if dev_xs is not None else cache_head_inputs(model, dev_ex, tokenizer, cfg.max_length, device, "dev")
+        per_block = block_accuracies(model, states, labels, device)
+        m = {"accuracy": per_block[-1], "avg_blocks": float(model.num_blocks), "block_accuracy": per_block}
+    elif dev_xs is not None:
+        m = evaluate_states(model, dev_xs, labels, cfg.rule, device)
+    else:
+        r = evaluate(model, dev_ex, tokenizer, 64, cfg.max_length, rule=cfg.rule, device=device)
+        m = {k: r[k] for k in ("accuracy", "avg_blocks", "seconds")}
+    model.train()
+    return m

@@ -21,6 +21,7 @@ line per dev evaluation (`RUN_FILES`). What this module guarantees:
   code runs from a file) and turns any unreadable file into one clear error.
 """
 
+import hashlib
 import json
 import math
 import os
@@ -366,3 +367,35 @@ def saved_config(d, path: Path) -> TrainConfig:
         return TrainConfig(**d)
     except TypeError:
         raise TinydactError(f"{path}: the saved settings do not fit this version of tinydact") from None
+
+
+def file_digest(path) -> str:
+    """sha256 of a file's bytes (the cache key covers content, not names and sizes)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def leftovers(phases: tuple) -> tuple:
+    """What a run of either kind leaves in its folder: one phase (`RUN_FILES`) or the whole
+    recipe (recipe.json and its `phases`' subfolders); `--overwrite` removes all of it."""
+    return ("recipe.json", *RUN_FILES, *phases)
+
+
+def worth_keeping(out: Path, phases: tuple) -> bool:
+    """Whether the run folder `out` holds something a rerun must not delete unasked: a resume
+    state (its own, or one of the recipe's `phases`') or a finished model. What else a run leaves (a log,
+    a best/ without a state, recipe.json before any phase saved) is removed by a rerun."""
+    return (out / "final").exists() or any((folder / "state.pt").is_file() for folder in (out, *(out / name for name in phases)))
+
+
+def run_kind(out: Path, phases: tuple) -> str:
+    """What `out` holds, to resume: "recipe" or "phase"; a folder with files of both is an error."""
+    recipe_files = [name for name in ("recipe.json", *phases) if (out / name).exists()]
+    phase_files = [name for name in RUN_FILES if name != "final" and (out / name).exists()]
+    if recipe_files and phase_files:
+        raise TinydactError(f"{out} holds files of the whole recipe ({', '.join(recipe_files)}) and of one phase "
+                            f"({', '.join(phase_files)}): it is neither run to resume; start again with --overwrite (which deletes both)")
+    return "recipe" if recipe_files else "phase"

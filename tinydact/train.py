@@ -19,7 +19,6 @@ Ctrl-C, kill -9 and a second writer: runfolder.py. Several processes (`torchrun
 --nproc-per-node=N -m tinydact train ...`, `--batch-size` the global batch): distributed.py.
 """
 
-import hashlib
 import json
 import math
 import os
@@ -38,11 +37,12 @@ from .dact import dact_loss
 from .data import batch_plan, encode_batch, example_lengths, read_examples
 from .distributed import barrier, broadcast, distributed_setup, for_ranks, global_means, shard
 from .errors import TinydactError
-from .evaluate import block_accuracies, evaluate, evaluate_states
+from .evaluate import cache_head_inputs, dev_metrics
 from .checkpoint import checked_tokenizer, load_checkpoint, new_from_bert, read_dact_config
 from .options import TrainConfig, check_config, check_options_apply, set_options
-from .runfolder import (RUN_FILES, Interrupted, RunFolder, atomic_write, claim_folder, load_saved, on_sigterm, remove, replace_folder,
-                        restore, saved_config, saved_state, uninterrupted)
+from .runfolder import (Interrupted, RunFolder, atomic_write, claim_folder, file_digest, leftovers, load_saved, on_sigterm, remove,
+                        replace_folder, restore, run_kind, saved_config, saved_state, uninterrupted, worth_keeping)
+from .tokenizer import Tokenizer
 
 
 # ----------------------------------------------------------------------------------------
@@ -175,28 +175,6 @@ class Batches:
         return [t.to(self.device) for t in enc], y_true.to(self.device)
 
 
-def file_digest(path) -> str:
-    """sha256 of a file's bytes (the cache key covers content, not names and sizes)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-@torch.no_grad()
-def cache_head_inputs(model, examples, tokenizer, max_length: int, device, desc: str):
-    """What the DACT modules read after every block, x_1..x_N (n, N, H) per example (the [CLS]
-    state or the token mean), of a frozen backbone, in float16 on the CPU."""
-    model.eval()
-    out = torch.empty(len(examples), model.num_blocks, model.bert.config.hidden_size, dtype=torch.float16)
-    plan = batch_plan(example_lengths(examples, tokenizer, max_length), 128)
-    for idx in tqdm(plan, desc=desc, leave=False, disable=None):  # shown on a terminal only
-        enc, _, _ = encode_batch(examples, idx, tokenizer, max_length)
-        out[idx] = model.head_inputs(*(t.to(device) for t in enc)).to("cpu", torch.float16)
-    return out
-
-
 def cached_head_inputs(model, train_ex, dev_ex, tokenizer, cfg: TrainConfig, device, rows=None):
     """The frozen backbone's head inputs for train and dev, from `cfg.cache` when its key
     (the bytes of the model's weights and of the data files, and max_length) matches. With
@@ -222,23 +200,6 @@ def cached_head_inputs(model, train_ex, dev_ex, tokenizer, cfg: TrainConfig, dev
         Path(cfg.cache).parent.mkdir(parents=True, exist_ok=True)
         atomic_write(Path(cfg.cache), lambda p: torch.save({"key": key, "train": train_xs, "dev": dev_xs}, p))
     return train_xs, dev_xs
-
-
-def dev_metrics(model, cfg: TrainConfig, dev_ex, dev_xs, tokenizer, device) -> dict:
-    """Dev accuracy and blocks. Phase 1: each block's own answer ("accuracy" is the last
-    block's); phase 2: the DACT model with halting, from cached states or the real path."""
-    labels = torch.tensor([e.label for e in dev_ex])
-    if cfg.phase == 1:
-        states = dev_xs if dev_xs is not None else cache_head_inputs(model, dev_ex, tokenizer, cfg.max_length, device, "dev")
-        per_block = block_accuracies(model, states, labels, device)
-        m = {"accuracy": per_block[-1], "avg_blocks": float(model.num_blocks), "block_accuracy": per_block}
-    elif dev_xs is not None:
-        m = evaluate_states(model, dev_xs, labels, cfg.rule, device)
-    else:
-        r = evaluate(model, dev_ex, tokenizer, 64, cfg.max_length, rule=cfg.rule, device=device)
-        m = {k: r[k] for k in ("accuracy", "avg_blocks", "seconds")}
-    model.train()
-    return m
 
 
 # ----------------------------------------------------------------------------------------
@@ -405,7 +366,7 @@ def train(cfg: TrainConfig, device: torch.device, resume: bool = False, quiet: b
     if world > 1 and cfg.freeze_backbone:
         raise TinydactError("--freeze-backbone trains in one process (an epoch on cached states takes seconds): start it without torchrun")
     inputs = read_inputs(cfg)  # bad input: an error before the folder is touched
-    lock = claim_folder(out, resume, overwrite, RUN_LEFTOVERS, worth_keeping(out)) if rank == 0 else None
+    lock = claim_folder(out, resume, overwrite, leftovers(PHASES), worth_keeping(out, PHASES)) if rank == 0 else None
     previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
         return run_phase(cfg, out, saved, rank, world, device, quiet, again, inputs)
@@ -429,24 +390,6 @@ RECIPE = (
 )
 RECIPE_FILES = ("state.pt", "best", "final", "head-inputs.pt")  # what a finished recipe removes from each phase (not log.jsonl)
 PHASES = tuple(name for name, _ in RECIPE)
-RUN_LEFTOVERS = ("recipe.json", *RUN_FILES, *PHASES)  # what a run of either kind, one phase or the recipe, leaves
-
-
-def worth_keeping(out: Path) -> bool:
-    """Whether the run folder `out` holds something a rerun must not delete unasked: a resume
-    state (its own, or a recipe phase's) or a finished model. What else a run leaves (a log,
-    a best/ without a state, recipe.json before any phase saved) is removed by a rerun."""
-    return (out / "final").exists() or any((folder / "state.pt").is_file() for folder in (out, *(out / name for name in PHASES)))
-
-
-def run_kind(out: Path) -> str:
-    """What `out` holds, to resume: "recipe" or "phase"; a folder with files of both is an error."""
-    recipe_files = [name for name in ("recipe.json", *PHASES) if (out / name).exists()]
-    phase_files = [name for name in RUN_FILES if name != "final" and (out / name).exists()]
-    if recipe_files and phase_files:
-        raise TinydactError(f"{out} holds files of the whole recipe ({', '.join(recipe_files)}) and of one phase "
-                            f"({', '.join(phase_files)}): it is neither run to resume; start again with --overwrite (which deletes both)")
-    return "recipe" if recipe_files else "phase"
 
 
 def phase_epochs(text: str) -> list:
@@ -488,7 +431,7 @@ def recipe(cfg: TrainConfig, device: torch.device, resume: bool = False, quiet: 
     cfg = recipe_config(cfg, resume)
     epochs = phase_epochs(cfg.phase_epochs)
     read_inputs(cfg)  # bad input: an error before the folder is touched
-    lock = claim_folder(out, resume, overwrite, RUN_LEFTOVERS, worth_keeping(out))
+    lock = claim_folder(out, resume, overwrite, leftovers(PHASES), worth_keeping(out, PHASES))
     previous = signal.signal(signal.SIGTERM, on_sigterm)
     again = f"tinydact train --resume --out {out}"
     try:
@@ -530,5 +473,5 @@ def run_training(cfg: TrainConfig, device: torch.device, resume: bool = False, q
     if given:
         check_config(cfg, one_phase=False)
         check_options_apply(cfg, given, heads_read(cfg.model))
-    whole = run_kind(Path(cfg.out)) == "recipe" if resume else cfg.phase is None
+    whole = run_kind(Path(cfg.out), PHASES) == "recipe" if resume else cfg.phase is None
     return (recipe if whole else train)(cfg, device, resume=resume, quiet=quiet, overwrite=overwrite)

@@ -24,6 +24,7 @@ function tinyTensors(V) {
   const shapes = {
     "embeddings.word_embeddings.weight": [V, H], "embeddings.position_embeddings.weight": [16, H],
     "embeddings.token_type_embeddings.weight": [2, H], "embeddings.LayerNorm.weight": [H], "embeddings.LayerNorm.bias": [H],
+    "pooler.dense.weight": [H, H], "pooler.dense.bias": [H],
   };
   for (let i = 0; i < N; i++) {
     const p = `encoder.layer.${i}.`;
@@ -47,14 +48,17 @@ function tinyTensors(V) {
   }));
 }
 
-/** A safetensors file (F32) from name -> [shape, values]. */
+/** A safetensors file from name -> [shape, values, dtype]: F32 for a Float32Array, else the
+ * dtype of the typed array (Int8Array: I8, Uint8Array: BOOL, BigInt64Array: I64). */
 function safetensorsBytes(tensors) {
   const header = {}, parts = [];
   let offset = 0;
+  const dtypes = { Float32Array: "F32", Int8Array: "I8", Uint8Array: "BOOL", BigInt64Array: "I64" };
   for (const [name, [shape, values]] of Object.entries(tensors)) {
-    header[name] = { dtype: "F32", shape, data_offsets: [offset, offset + 4 * values.length] };
-    parts.push(new Uint8Array(values.buffer));
-    offset += 4 * values.length;
+    const bytes = new Uint8Array(values.buffer);
+    header[name] = { dtype: dtypes[values.constructor.name], shape, data_offsets: [offset, offset + bytes.length] };
+    parts.push(bytes);
+    offset += bytes.length;
   }
   const json = new TextEncoder().encode(JSON.stringify(header));
   const out = new Uint8Array(8 + json.length + offset);

@@ -1,9 +1,12 @@
 // Bad input, refused as tinydact refuses it: through the real entry point (node classify.js, as
 // a user runs it: exit 1 and exactly one `Error: ...` line on stderr, nothing on stdout) and
 // through the library (a TinydactError with the same words). The checkpoints are tiny ones
-// written here (H = 4, 2 blocks), each broken in one way.
+// written here (H = 4, 2 blocks), each broken in one way; each is written as tinydact's
+// save_checkpoint writes one (task sst2, the vocabulary's sha256 in config.json, the special
+// tokens' ids in tokenizer_config.json).
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
+import { createHash } from "node:crypto";
 import { mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -17,6 +20,9 @@ const temp = mkdtempSync(join(tmpdir(), "tinydact-js-"));
 after(() => rmSync(temp, { recursive: true, force: true }));
 
 const VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "good", "bad", "film", "a", "##s", ".", ","];
+const vocabFile = (vocab) => vocab.map((t) => t + "\n").join("");
+const SHA256 = createHash("sha256").update(vocabFile(VOCAB)).digest("hex");
+const SPECIAL_IDS = Object.fromEntries(VOCAB.slice(0, 5).map((t, i) => [i, { content: t, special: true }]));
 const H = 4, I = 8, N = 2, K = 2;
 
 /** The tensors of a tiny DACT-BERT, name -> [shape, values] (values from a fixed sine). */
@@ -75,11 +81,13 @@ function checkpoint(broken = () => {}) {
   const dir = join(temp, `model${++count}`);
   const parts = {
     config: { vocab_size: VOCAB.length, hidden_size: H, num_hidden_layers: N, num_attention_heads: 2, intermediate_size: I,
-      max_position_embeddings: 16, type_vocab_size: 2, pad_token_id: 0, dact: { num_labels: K, labels: ["negative", "positive"] } },
-    vocab: [...VOCAB], tensors: tinyTensors(VOCAB.length), tokenizerConfig: { do_lower_case: true, model_max_length: 16 },
+      max_position_embeddings: 16, type_vocab_size: 2, pad_token_id: 0,
+      dact: { num_labels: K, labels: ["negative", "positive"], task: "sst2", vocab_sha256: SHA256 } },
+    vocab: [...VOCAB], tensors: tinyTensors(VOCAB.length),
+    tokenizerConfig: { do_lower_case: true, model_max_length: 16, added_tokens_decoder: structuredClone(SPECIAL_IDS) },
   };
   const files = {
-    "config.json": () => JSON.stringify(parts.config), "vocab.txt": () => parts.vocab.map((t) => t + "\n").join(""),
+    "config.json": () => JSON.stringify(parts.config), "vocab.txt": () => vocabFile(parts.vocab),
     "model.safetensors": () => safetensorsBytes(parts.tensors), "tokenizer_config.json": () => JSON.stringify(parts.tokenizerConfig),
     ...broken(parts),
   };
@@ -105,12 +113,15 @@ function refused(args, message) {
 
 /** The library refuses the same checkpoint folder with a TinydactError of the same words. */
 function libraryRefuses(dir, message) {
-  const read = (f) => readFileSync(join(dir, f));
-  const bytes = read("model.safetensors");
-  assert.throws(() => DACTBert.fromFiles({
-    safetensors: bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength), path: dir,
-    config: JSON.parse(read("config.json")), vocab: read("vocab.txt").toString(), tokenizerConfig: JSON.parse(read("tokenizer_config.json")),
-  }), (e) => e instanceof TinydactError && new RegExp(`^${message}$`).test(e.message));
+  assert.throws(() => DACTBert.fromFiles(filesOf(dir)), (e) => e instanceof TinydactError && new RegExp(`^${message}$`).test(e.message));
+}
+
+/** The arguments of DACTBert.fromFiles for the checkpoint folder `dir`. */
+function filesOf(dir, path = dir) {
+  const read = (f) => readFileSync(join(dir, f)), bytes = read("model.safetensors");
+  return { safetensors: bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength), path,
+    config: JSON.parse(read("config.json")), vocab: read("vocab.txt").toString(),
+    vocabSha256: createHash("sha256").update(read("vocab.txt")).digest("hex"), tokenizerConfig: JSON.parse(read("tokenizer_config.json")) };
 }
 
 const esc = (s) => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
@@ -164,7 +175,11 @@ const CHECKPOINTS = [
     `MODEL: vocab.txt has ${VOCAB.length - 1} tokens, the model's embedding ${VOCAB.length}`],
   ["a vocab.txt one line long", (parts) => { parts.vocab.push("extra"); },
     `MODEL: vocab.txt has ${VOCAB.length + 1} tokens, the model's embedding ${VOCAB.length}`],
-  ["[PAD] where the config does not say", (parts) => { parts.vocab.splice(0, 2, "[UNK]", "[PAD]"); },
+  ["[PAD] where the config does not say (an older checkpoint: no ids, no fingerprint)", (parts) => {
+    parts.vocab.splice(0, 2, "[UNK]", "[PAD]");
+    delete parts.tokenizerConfig.added_tokens_decoder;
+    delete parts.config.dact.vocab_sha256;
+  },
     "MODEL: \\[PAD\\] is token 1 in vocab.txt, the config says 0"],
   ["a vocab.txt without [CLS]", (parts) => { parts.vocab[2] = "cls"; }, "vocab.txt lacks the special token \\[CLS\\]"],
   ["a missing tensor", (parts) => { delete parts.tensors["dact_heads.0.answer.bias"]; },
@@ -178,7 +193,49 @@ const CHECKPOINTS = [
   ["a size given as a string", (parts) => { parts.config.hidden_size = "4"; },
     "config field 'hidden_size' must be a non-negative integer, got '4'"],
   ["a bad model_max_length", (parts) => { parts.tokenizerConfig.model_max_length = 1; },
-    "MODEL/tokenizer_config.json: model_max_length must be a number >= 2, got 1"]];
+    "MODEL/tokenizer_config.json: model_max_length must be a number >= 2, got 1"],
+  // checkpoints that would load and answer wrongly: what the files can tell is checked
+  ["two lines of vocab.txt swapped", (parts) => { parts.vocab.splice(5, 2, "bad", "good"); },
+    "MODEL/vocab.txt is not the vocabulary this model was saved with \\(its sha256 differs from config.json's " +
+    "dact.vocab_sha256\\): token ids would not match; restore the original file"],
+  ["one line of vocab.txt changed", (parts) => { parts.vocab[7] = "movie"; },
+    "MODEL/vocab.txt is not the vocabulary this model was saved with \\(its sha256 differs .*"],
+  ["a vocab_sha256 that is not a sha256", (parts) => { parts.config.dact.vocab_sha256 = SHA256.slice(1); },
+    "MODEL/config.json: the 'dact' section's vocab_sha256 must be a sha256 in hex"],
+  ["a vocab_sha256 that is a number", (parts) => { parts.config.dact.vocab_sha256 = 12; },
+    "MODEL/config.json: the 'dact' section's vocab_sha256 must be a sha256 in hex"],
+  ["[CLS] moved (the ids tokenizer_config.json records)", (parts) => { parts.vocab.splice(1, 2, "[CLS]", "[UNK]"); },
+    "MODEL/vocab.txt: \\[UNK\\] is token 2, tokenizer_config.json records it as token 1 \\(lines of vocab.txt added, " +
+    "removed or moved: every id after them changes\\)"],
+  ["a special token recorded past the end", (parts) => { parts.tokenizerConfig.added_tokens_decoder = { 99: { content: "[SEP]" } }; },
+    "MODEL/vocab.txt: \\[SEP\\] is token 3, tokenizer_config.json records it as token 99 .*"],
+  ["a special token that vocab.txt lacks", (parts) => { parts.tokenizerConfig.added_tokens_decoder[5] = { content: "[FOO]" }; },
+    "MODEL/vocab.txt: \\[FOO\\] is missing, tokenizer_config.json records it as token 5 .*"],
+  ["added_tokens_decoder a list", (parts) => { parts.tokenizerConfig.added_tokens_decoder = []; },
+    "MODEL/tokenizer_config.json: added_tokens_decoder must be an object of id -> token"],
+  ["added_tokens_decoder without a token", (parts) => { parts.tokenizerConfig.added_tokens_decoder[2] = {}; },
+    "MODEL/tokenizer_config.json: added_tokens_decoder\\['2'\\] is not an id with a token"],
+  ["added_tokens_decoder with a name for an id", (parts) => { parts.tokenizerConfig.added_tokens_decoder = { cls: { content: "[CLS]" } }; },
+    "MODEL/tokenizer_config.json: added_tokens_decoder\\['cls'\\] is not an id with a token"],
+  ["an int8 weight", (parts) => { const t = parts.tensors["encoder.layer.0.output.dense.weight"]; t[1] = Int8Array.from(t[1], (v) => 100 * v); },
+    "MODEL/model.safetensors: key 'encoder.layer.0.output.dense.weight' holds int8 values, the model's weights are " +
+    "floating-point \\(a quantized checkpoint\\? save it in float32, float16 or bfloat16\\)"],
+  ["a bool DACT head", (parts) => { parts.tensors["dact_heads.1.halt.bias"][1] = new Uint8Array([1]); },
+    "MODEL/model.safetensors: key 'dact_heads.1.halt.bias' holds bool values, the model's weights are floating-point .*"],
+  ["an int64 embedding", (parts) => { const t = parts.tensors["embeddings.word_embeddings.weight"]; t[1] = new BigInt64Array(t[1].length); },
+    "MODEL/model.safetensors: key 'embeddings.word_embeddings.weight' holds int64 values, the model's weights are floating-point .*"],
+  ["a block more than the config's", (parts) => { parts.tensors["encoder.layer.2.output.dense.bias"] = [[H], new Float32Array(H)]; },
+    "MODEL/model.safetensors: unexpected key 'encoder.layer.2.output.dense.bias' \\(not part of a BERT encoder\\)"],
+  ["a DACT head more than the blocks", (parts) => { parts.tensors["dact_heads.2.halt.bias"] = [[1], new Float32Array(1)]; },
+    "MODEL/model.safetensors: unexpected key 'dact_heads.2.halt.bias'"],
+  ["no pooler", (parts) => { delete parts.tensors["pooler.dense.bias"]; }, "MODEL/model.safetensors: missing key 'pooler.dense.bias'"],
+  ["the labels of SST-2 swapped", (parts) => { parts.config.dact.labels.reverse(); },
+    "MODEL/config.json: task sst2's labels are \\['negative', 'positive'\\] in this order \\(class 0 first\\), " +
+    "the 'dact' section says \\['positive', 'negative'\\]"],
+  ["other labels for SST-2", (parts) => { parts.config.dact.labels = ["bad", "good"]; },
+    "MODEL/config.json: task sst2's labels are \\['negative', 'positive'\\] in this order \\(class 0 first\\), " +
+    "the 'dact' section says \\['bad', 'good'\\]"],
+  ["a task that is a number", (parts) => { parts.config.dact.task = 2; }, "MODEL/config.json: the 'dact' section's task must be a string"]];
 for (const [what, broken, message] of CHECKPOINTS) {
   test(`a checkpoint with ${what} is refused, by classify.js and by the library`, () => {
     const dir = checkpoint(broken), words = message.replaceAll("MODEL", esc(dir));
@@ -220,11 +277,33 @@ for (const [what, files, message] of FILES) {
   });
 }
 
+// what an older or a plainer checkpoint may be, and still load
+const ACCEPTED = [
+  ["no vocab_sha256 (saved before fingerprints)", (parts) => { delete parts.config.dact.vocab_sha256; }],
+  ["no added_tokens_decoder (saved before ids were recorded)", (parts) => { delete parts.tokenizerConfig.added_tokens_decoder; }],
+  ["no task, labels in any order", (parts) => { delete parts.config.dact.task; parts.config.dact.labels.reverse(); }],
+  ["a plain task, labels in any order", (parts) => { parts.config.dact.task = "plain"; parts.config.dact.labels = ["yes", "no"]; }],
+  ["the keys bert.py skips", (parts) => {
+    Object.assign(parts.tensors, { "embeddings.position_ids": [[16], new BigInt64Array(16)],
+      "bert.embeddings.position_ids": [[16], new BigInt64Array(16)], "cls.predictions.bias": [[VOCAB.length], new Float32Array(VOCAB.length)] });
+  }]];
+for (const [what, change] of ACCEPTED) {
+  test(`a checkpoint with ${what} loads, by classify.js and by the library`, () => {
+    const dir = checkpoint(change);
+    const r = classify("--model", dir, "--json", "a good film");
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(JSON.parse(r.stdout).label, DACTBert.fromFiles(filesOf(dir)).classify("a good film").label);
+  });
+}
+
+test("the library needs the vocabulary's digest to check a fingerprint, and never skips the check", () => {
+  const dir = checkpoint();
+  assert.throws(() => DACTBert.fromFiles({ ...filesOf(dir), vocabSha256: null }), (e) => e instanceof TypeError && /pass vocabSha256/.test(e.message));
+  assert.equal(DACTBert.fromFiles(filesOf(dir)).labels.join(), "negative,positive");
+});
+
 test("the library refuses what the command line refuses, with the same words", () => {
-  const dir = checkpoint(), read = (f) => readFileSync(join(dir, f));
-  const bytes = read("model.safetensors");
-  const model = DACTBert.fromFiles({ safetensors: bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength),
-    config: JSON.parse(read("config.json")), vocab: read("vocab.txt").toString(), tokenizerConfig: JSON.parse(read("tokenizer_config.json")) });
+  const model = DACTBert.fromFiles(filesOf(checkpoint(), ""));
   const refuses = (f, message) => assert.throws(f, (e) => e instanceof TinydactError && e.message === message);
   for (const text of ["", "   ", "\u200b", "\x00\x01\u2060"]) refuses(() => model.classify(text), "text 1 is empty (nothing to read)");
   refuses(() => model.classify("good", { pair: " " }), "text 1 has an empty sentence");

@@ -104,7 +104,8 @@ export class DACTBert {
     const [safetensors, config, vocab, tokenizerConfig] = await Promise.all([
       get("model.safetensors").then((r) => r.arrayBuffer()), json("config.json", "config file"),
       get("vocab.txt").then((r) => r.arrayBuffer()), json("tokenizer_config.json", "tokenizer config", true)]);
-    return DACTBert.fromFiles({ safetensors, config, vocab: vocabText(vocab, new URL("vocab.txt", base)), vocabSha256: await sha256Hex(vocab),
+    const vocabSha256 = config?.dact?.vocab_sha256 == null ? null : await sha256Hex(vocab); // only digest what is checked
+    return DACTBert.fromFiles({ safetensors, config, vocab: vocabText(vocab, new URL("vocab.txt", base)), vocabSha256,
       tokenizerConfig, path: String(base).replace(/\/$/, "") });
   }
 
@@ -187,8 +188,13 @@ function checkLabels(dact, file) {
 const pyList = (xs) => `[${xs.map(repr).join(", ")}]`; // as Python prints a list of strings
 
 /** The sha256 of some bytes (an ArrayBuffer or Uint8Array) in hex, what `sha256sum` prints,
- * with the Web Crypto API (browsers, and Node 20 as globalThis.crypto). */
+ * with the Web Crypto API (browsers, and Node 20 as globalThis.crypto). Browsers offer it only
+ * to pages of a secure origin: elsewhere a fingerprint cannot be checked, and the model is refused. */
 export async function sha256Hex(bytes) {
+  if (!globalThis.crypto?.subtle) {
+    throw new TinydactError("cannot check the vocabulary's sha256 (config.json's dact.vocab_sha256): this browser offers " +
+      "crypto.subtle only to pages served over https:// or from localhost");
+  }
   const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
   return Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("");
 }

@@ -7,13 +7,14 @@
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
+import { createServer } from "node:http";
 import { mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { TinydactError } from "../errors.js";
-import { DACTBert } from "../model.js";
+import { DACTBert, sha256Hex } from "../model.js";
 
 const CLASSIFY = fileURLToPath(new URL("../classify.js", import.meta.url));
 const temp = mkdtempSync(join(tmpdir(), "tinydact-js-"));
@@ -318,4 +319,27 @@ test("the library refuses what the command line refuses, with the same words", (
   // weights that are finite but overflow: the answer is NaN, refused rather than printed as null
   model.heads[0].answer[1].fill(Infinity);
   refuses(() => model.classify("good"), "the model's answer is not a finite number (NaN or infinity) for text 1");
+});
+
+test("fromUrl (the browser's way in) checks the fingerprint with crypto.subtle, with the same words", async () => {
+  const good = checkpoint(), swapped = checkpoint((parts) => { parts.vocab.splice(5, 2, "bad", "good"); });
+  assert.equal(await sha256Hex(readFileSync(join(good, "vocab.txt"))), SHA256);
+  const server = createServer((request, response) => { // the checkpoint folders under temp, by URL
+    try {
+      response.end(readFileSync(join(temp, decodeURIComponent(new URL(request.url, "http://x").pathname))));
+    } catch {
+      response.writeHead(404).end();
+    }
+  });
+  await new Promise((done) => server.listen(0, "127.0.0.1", done));
+  const base = (dir) => `http://127.0.0.1:${server.address().port}/${dir.slice(temp.length + 1)}/`;
+  try {
+    assert.equal((await DACTBert.fromUrl(base(good))).classify("a good film").label,
+      DACTBert.fromFiles(filesOf(good)).classify("a good film").label);
+    await assert.rejects(DACTBert.fromUrl(base(swapped)), (e) => e instanceof TinydactError &&
+      e.message === `${base(swapped)}vocab.txt is not the vocabulary this model was saved with (its sha256 differs from ` +
+      "config.json's dact.vocab_sha256): token ids would not match; restore the original file");
+  } finally {
+    server.close();
+  }
 });

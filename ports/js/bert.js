@@ -11,6 +11,7 @@
 // erf; (3) LayerNorm eps 1e-12 (from config.json) with the biased variance.
 
 import { TinydactError, repr } from "./errors.js";
+import { DTYPES, FLOAT_DTYPES } from "./safetensors.js";
 
 /** erf(x) to about 1e-15 (JavaScript has no Math.erf). For |x| < 6 the series
  *   erf(x) = 2/√π · e^(−x²) · Σ_{k≥0} 2^k x^(2k+1) / (1·3·…·(2k+1)),
@@ -95,23 +96,44 @@ export function readConfig(d) {
   return cfg;
 }
 
-/** A checkpoint tensor of an expected shape, with bert.py's words for a missing key or a wrong
- * shape; `source` names the file. */
-export function getter(tensors, source) {
+/** A checkpoint tensor of an expected shape and a floating-point dtype, with bert.py's words
+ * (copy_exactly's) for a missing key, a wrong shape or integers where the model has floats;
+ * `source` names the file. Each name asked for is added to `used`. */
+export function getter(tensors, source, used = new Set()) {
   return (name, shape) => {
     const t = tensors.get(name);
     if (!t) throw new TinydactError(`${source}: missing key ${repr(name)}`);
     if (t.shape.join() !== shape.join()) {
       throw new TinydactError(`${source}: key ${repr(name)} has shape (${t.shape}), the model expects (${shape})`);
     }
+    if (!FLOAT_DTYPES.includes(t.dtype)) { // the reader gives float32 values, which would hide int8 weights
+      throw new TinydactError(`${source}: key ${repr(name)} holds ${DTYPES[t.dtype][1]} values, the model's ` +
+        "weights are floating-point (a quantized checkpoint? save it in float32, float16 or bfloat16)");
+    }
+    used.add(name);
     return t.data;
   };
 }
 
+// Keys of official checkpoints that are not the encoder's, skipped as bert.py skips them (after
+// removing the "bert." prefix of pre-training checkpoints): the pre-training heads and a buffer.
+const IGNORED_PREFIXES = ["cls."], IGNORED_KEYS = ["embeddings.position_ids"];
+
+/** Every key of `tensors` must be one the model read (`used`) or one bert.py ignores: an
+ * unexpected key is an error, as in load_bert_weights (a checkpoint of another shape of model
+ * must not load with some of its tensors left out). */
+export function checkUnexpected(tensors, used, source, hint = "") {
+  for (const key of tensors.keys()) {
+    const name = key.replace(/^bert\./, "");
+    if (used.has(key) || IGNORED_KEYS.includes(name) || IGNORED_PREFIXES.some((p) => name.startsWith(p))) continue;
+    throw new TinydactError(`${source}: unexpected key ${repr(key)}${hint}`);
+  }
+}
+
 export class Bert {
-  /** config: a parsed config.json (Hugging Face keys); tensors: a Map name -> { shape, data }
-   * holding Hugging Face BertModel names (embeddings.*, encoder.layer.{i}.*); source: the
-   * weights file, as error messages name it. */
+  /** config: a parsed config.json (Hugging Face keys); tensors: a Map name -> { dtype, shape,
+   * data } holding Hugging Face BertModel names (embeddings.*, encoder.layer.{i}.*, pooler.*),
+   * and no other (see checkUnexpected); source: the weights file, as error messages name it. */
   constructor(config, tensors, source = "model.safetensors") {
     const cfg = readConfig(config);
     this.H = cfg.hidden_size;
@@ -123,7 +145,7 @@ export class Bert {
     this.padTokenId = cfg.pad_token_id;
     this.maxPositions = cfg.max_position_embeddings;
     this.eps = cfg.layer_norm_eps;
-    const H = this.H, I = this.I, get = getter(tensors, source);
+    const H = this.H, I = this.I, used = new Set(), get = getter(tensors, source, used);
     this.word = get("embeddings.word_embeddings.weight", [this.V, H]);
     this.position = get("embeddings.position_embeddings.weight", [this.maxPositions, H]);
     this.tokenType = get("embeddings.token_type_embeddings.weight", [cfg.type_vocab_size, H]);
@@ -140,6 +162,8 @@ export class Bert {
         proj: lin("output.dense", H, I), ln2: ln("output.LayerNorm"),
       });
     }
+    get("pooler.dense.weight", [H, H]), get("pooler.dense.bias", [H]); // checked as bert.py does, unused
+    checkUnexpected(tensors, used, source, " (not part of a BERT encoder)");
   }
 
   /** Token + position + token-type embeddings, summed, then LayerNorm: (T·H). Position ids

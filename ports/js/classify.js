@@ -8,6 +8,7 @@
 // p_n, a_n and both sides of the halting test. A mistake of the user's (an unknown option, a
 // bad --rule or --model, a broken checkpoint, an empty text) prints one line, `Error: ...`, and
 // exits 1, as tinydact's command line does; any other exception is a bug and shows its stack.
+import { createHash } from "node:crypto";
 import { readFileSync, statSync } from "node:fs";
 import { homedir } from "node:os";
 import { join, resolve } from "node:path";
@@ -83,11 +84,12 @@ function loadModel(name) {
       throw e instanceof TinydactError ? e : new TinydactError(`${what} is not valid JSON: ${join(dir, file)} (${e.message})`);
     }
   };
-  const bytes = read("model.safetensors");
+  const bytes = read("model.safetensors"), vocab = read("vocab.txt");
   const hasTokenizerConfig = statSync(join(dir, "tokenizer_config.json"), { throwIfNoEntry: false });
   return DACTBert.fromFiles({
     safetensors: bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength),
-    config: json("config.json", "config file"), vocab: vocabText(read("vocab.txt"), join(dir, "vocab.txt")),
+    config: json("config.json", "config file"), vocab: vocabText(vocab, join(dir, "vocab.txt")),
+    vocabSha256: createHash("sha256").update(vocab).digest("hex"),
     tokenizerConfig: hasTokenizerConfig ? json("tokenizer_config.json", "tokenizer config") : {}, path: dir,
   });
 }

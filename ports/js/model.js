@@ -7,17 +7,29 @@
 // updates a_n and p_n, and the text stops as soon as the halting test passes: the blocks
 // after it are never run. The answer is a_n at the exit; labels come from config.json.
 
-import { Bert, getter, linear, readConfig } from "./bert.js";
+import { Bert, checkUnexpected, getter, linear, readConfig } from "./bert.js";
 import { argmax, haltingBounds, update } from "./dact.js";
 import { TinydactError, repr } from "./errors.js";
 import { parseSafetensors } from "./safetensors.js";
 import { Tokenizer } from "./tokenizer.js";
 
+const HEAD_PREFIX = "dact_heads."; // checkpoint keys of the DACT heads; the backbone keeps HF names
+
+/** The label names of the tasks of known format, class 0 first (tinydact/data.py's FORMATS): the
+ * file says 0 and 1, only this order gives them meaning. Other tasks ("plain") are not checked. */
+const TASK_LABELS = {
+  sst2: ["negative", "positive"], cola: ["unacceptable", "acceptable"], rte: ["entailment", "not_entailment"],
+  qnli: ["entailment", "not_entailment"], mrpc: ["not_equivalent", "equivalent"], qqp: ["not_duplicate", "duplicate"],
+  mnli: ["contradiction", "entailment", "neutral"],
+};
+
 export class DACTBert {
   /** config: the parsed config.json (with its "dact" section); tensors: Map name -> { shape,
    * data }; tokenizer: a Tokenizer for the checkpoint's vocab.txt; path: the checkpoint
    * folder, as error messages name it. Checked as tinydact/checkpoint.py's load_checkpoint
-   * checks: every tensor finite, the vocabulary the size of the embedding. */
+   * checks: the labels (a known task's in its order), every tensor finite and floating-point,
+   * no tensor unexpected, the vocabulary the size of the embedding. (The vocabulary's
+   * fingerprint is checked by fromFiles, which has the file's digest.) */
   constructor(config, tensors, tokenizer, path = "") {
     const where = (file) => (path ? `${path}/${file}` : file), source = where("model.safetensors");
     if (typeof config !== "object" || config === null || Array.isArray(config)) {
@@ -27,11 +39,7 @@ export class DACTBert {
     if (typeof dact !== "object" || dact === null || !Object.keys(dact).length) {
       throw new TinydactError(`${path || "the checkpoint"} is a plain BERT checkpoint, not a DACT-BERT one (no 'dact' section in config.json)`);
     }
-    const labels = dact.labels;
-    if (!Array.isArray(labels) || labels.length !== dact.num_labels || labels.length < 2 ||
-        !labels.every((x) => typeof x === "string" && x) || new Set(labels).size !== labels.length) {
-      throw new TinydactError(`${where("config.json")}: the 'dact' section needs num_labels >= 2 and as many distinct label names`);
-    }
+    const labels = checkLabels(dact, where("config.json"));
     // checkpoints without the key read [CLS]; tinydact's "mean" is not ported
     if ((dact.head_input ?? "cls") !== "cls") {
       throw new TinydactError(`${where("config.json")}: head_input ${repr(dact.head_input)} is not implemented in this port (only 'cls')`);
@@ -42,32 +50,37 @@ export class DACTBert {
         throw new TinydactError(`${source}: tensor ${repr(name)} holds values that are not finite numbers (a diverged training?)`);
       }
     }
-    this.bert = new Bert(config, tensors, source);
+    this.bert = new Bert(config, new Map([...tensors].filter(([name]) => !name.startsWith(HEAD_PREFIX))), source);
     tokenizer.checkFits(this.bert.V, this.bert.padTokenId, path || "checkpoint");
     this.labels = labels;
     this.K = labels.length;
     this.N = this.bert.N;
     this.tokenizer = tokenizer;
     this.maxLength = Math.min(tokenizer.maxLength, this.bert.maxPositions);
-    const H = this.bert.H, K = this.K, get = getter(tensors, source);
+    const H = this.bert.H, K = this.K, used = new Set(), get = getter(tensors, source, used);
     this.heads = [];
     for (let i = 0; i < this.N; i++) {
-      const p = `dact_heads.${i}.`; // block i + 1, 0-based in the checkpoint
+      const p = `${HEAD_PREFIX}${i}.`; // block i + 1, 0-based in the checkpoint
       this.heads.push({
         dense: [get(p + "dense.weight", [H, H]), get(p + "dense.bias", [H])],
         answer: [get(p + "answer.weight", [K, H]), get(p + "answer.bias", [K])],
         halt: [get(p + "halt.weight", [1, H]), get(p + "halt.bias", [1])],
       });
     }
+    checkUnexpected(new Map([...tensors].filter(([name]) => name.startsWith(HEAD_PREFIX))), used, source);
   }
 
   /** From the bytes of model.safetensors (an ArrayBuffer), config.json (parsed), the text
-   * of vocab.txt and tokenizer_config.json (parsed, optional); `path` names the folder in
-   * error messages. */
-  static fromFiles({ safetensors, config, vocab, tokenizerConfig = {}, path = "" }) {
+   * of vocab.txt, the sha256 of vocab.txt's bytes in hex (vocabSha256: needed when config.json
+   * records one, see sha256Hex) and tokenizer_config.json (parsed, optional); `path` names the
+   * folder in error messages. */
+  static fromFiles({ safetensors, config, vocab, vocabSha256 = null, tokenizerConfig = {}, path = "" }) {
     const where = (file) => (path ? `${path}/${file}` : file);
     const tensors = parseSafetensors(safetensors, where("model.safetensors")).tensors;
-    return new DACTBert(config, tensors, Tokenizer.fromFiles(vocab, tokenizerConfig, where("tokenizer_config.json")), path);
+    const tokenizer = Tokenizer.fromFiles(vocab, tokenizerConfig, where("tokenizer_config.json"), where("vocab.txt"));
+    const model = new DACTBert(config, tensors, tokenizer, path);
+    checkVocab(config.dact.vocab_sha256, vocabSha256, where);
+    return model;
   }
 
   /** Fetch a checkpoint directory (a URL ending in "/") and build the model. */
@@ -91,7 +104,9 @@ export class DACTBert {
     const [safetensors, config, vocab, tokenizerConfig] = await Promise.all([
       get("model.safetensors").then((r) => r.arrayBuffer()), json("config.json", "config file"),
       get("vocab.txt").then((r) => r.arrayBuffer()), json("tokenizer_config.json", "tokenizer config", true)]);
-    return DACTBert.fromFiles({ safetensors, config, vocab: vocabText(vocab, new URL("vocab.txt", base)), tokenizerConfig, path: String(base).replace(/\/$/, "") });
+    const vocabSha256 = config?.dact?.vocab_sha256 == null ? null : await sha256Hex(vocab); // only digest what is checked
+    return DACTBert.fromFiles({ safetensors, config, vocab: vocabText(vocab, new URL("vocab.txt", base)), vocabSha256,
+      tokenizerConfig, path: String(base).replace(/\/$/, "") });
   }
 
   /** DACT module n (1-based) on a [CLS] state x (H): { y: y_n (K numbers), h: h_n }. */
@@ -148,6 +163,57 @@ export class DACTBert {
       probs: Object.fromEntries(this.labels.map((name, k) => [name, r.probs[k]])),
       blocks: r.blocks, num_blocks: this.N, steps: r.steps, tokens: enc.tokens, truncated: enc.truncated,
     };
+  }
+}
+
+/** The label names of config.json's `dact` section (tinydact/checkpoint.py's check_labels):
+ * distinct, as many as num_labels, and for a task of known format its names in its order
+ * (swapped names would flip every answer). `file` names config.json in messages. */
+function checkLabels(dact, file) {
+  const labels = dact.labels;
+  if (!Array.isArray(labels) || labels.length !== dact.num_labels || labels.length < 2 ||
+      !labels.every((x) => typeof x === "string" && x) || new Set(labels).size !== labels.length) {
+    throw new TinydactError(`${file}: the 'dact' section needs num_labels >= 2 and as many distinct label names`);
+  }
+  const task = dact.task ?? null;
+  if (task !== null && typeof task !== "string") throw new TinydactError(`${file}: the 'dact' section's task must be a string`);
+  const names = Object.hasOwn(TASK_LABELS, task) ? TASK_LABELS[task] : null;
+  if (names !== null && (labels.length !== names.length || labels.some((x, k) => x !== names[k]))) {
+    throw new TinydactError(`${file}: task ${task}'s labels are ${pyList(names)} in this order (class 0 first), ` +
+      `the 'dact' section says ${pyList(labels)}`);
+  }
+  return labels;
+}
+
+const pyList = (xs) => `[${xs.map(repr).join(", ")}]`; // as Python prints a list of strings
+
+/** The sha256 of some bytes (an ArrayBuffer or Uint8Array) in hex, what `sha256sum` prints,
+ * with the Web Crypto API (browsers, and Node 20 as globalThis.crypto). Browsers offer it only
+ * to pages of a secure origin: elsewhere a fingerprint cannot be checked, and the model is refused. */
+export async function sha256Hex(bytes) {
+  if (!globalThis.crypto?.subtle) {
+    throw new TinydactError("cannot check the vocabulary's sha256 (config.json's dact.vocab_sha256): this browser offers " +
+      "crypto.subtle only to pages served over https:// or from localhost");
+  }
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
+  return Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/** vocab.txt must be the file the model was saved with (tinydact/checkpoint.py's check_vocab):
+ * a line added, removed or changed keeps its length but shifts token ids. `fingerprint`:
+ * config.json's dact.vocab_sha256 (none in an older checkpoint: not checked); `sha256`: the
+ * digest of the vocab.txt at hand. */
+function checkVocab(fingerprint, sha256, where) {
+  if (fingerprint == null) return;
+  if (typeof fingerprint !== "string" || fingerprint.length !== 64) {
+    throw new TinydactError(`${where("config.json")}: the 'dact' section's vocab_sha256 must be a sha256 in hex`);
+  }
+  if (typeof sha256 !== "string") {
+    throw new TypeError("this checkpoint records its vocabulary's sha256: pass vocabSha256, the sha256 of vocab.txt's bytes in hex");
+  }
+  if (sha256 !== fingerprint) {
+    throw new TinydactError(`${where("vocab.txt")} is not the vocabulary this model was saved with (its sha256 differs ` +
+      "from config.json's dact.vocab_sha256): token ids would not match; restore the original file");
   }
 }
 

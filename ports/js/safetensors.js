@@ -3,7 +3,9 @@
 // Layout: 8 bytes, the header's length n as a little-endian unsigned 64-bit integer; n bytes of
 // UTF-8 JSON, {name: {dtype, shape, data_offsets: [begin, end]}, "__metadata__": {...}}; then
 // the raw data. Offsets count from the first byte after the header; values are little-endian,
-// row-major (C order). Every tensor is returned as float32, whatever its stored dtype.
+// row-major (C order). Every tensor is returned as float32, whatever its stored dtype, with
+// that dtype beside it: integer and bool tensors are read too, so that the model can refuse
+// them by name (a quantized int8 file would otherwise be cast to wrong weights without a word).
 
 import { TinydactError } from "./errors.js";
 
@@ -26,7 +28,13 @@ function bfloatToFloat(bits) {
   return view.getFloat32(0);
 }
 
-const DTYPES = { F16: 2, BF16: 2, F32: 4, F64: 8 }; // bytes per value of the dtypes read here
+/** The dtypes read here: bytes per value, and the name PyTorch gives them (as messages show it). */
+export const DTYPES = {
+  F16: [2, "float16"], BF16: [2, "bfloat16"], F32: [4, "float32"], F64: [8, "float64"], BOOL: [1, "bool"],
+  U8: [1, "uint8"], I8: [1, "int8"], I16: [2, "int16"], U16: [2, "uint16"], I32: [4, "int32"], U32: [4, "uint32"],
+  I64: [8, "int64"], U64: [8, "uint64"],
+};
+export const FLOAT_DTYPES = ["F16", "BF16", "F32", "F64"];
 
 /** Parse a safetensors file held in an ArrayBuffer: returns { metadata, tensors } with
  * tensors a Map name -> { dtype, shape, data: Float32Array } in file order. A file that does
@@ -49,8 +57,8 @@ export function parseSafetensors(buffer, source = "model.safetensors") {
   for (const [name, info] of Object.entries(header)) {
     if (name === "__metadata__") continue;
     const { dtype, shape, data_offsets: offsets } = isObject(info) ? info : {};
-    const size = DTYPES[dtype];
-    if (!size) throw bad(`${name}: dtype ${dtype} is not supported (F16, BF16, F32, F64 are)`);
+    const size = Object.hasOwn(DTYPES, dtype) && DTYPES[dtype][0];
+    if (!size) throw bad(`${name}: dtype ${dtype} is not supported (${Object.keys(DTYPES).join(", ")} are)`);
     if (!Array.isArray(shape) || !shape.every(isCount) || !Array.isArray(offsets) || offsets.length !== 2 || !offsets.every(isCount)) {
       throw bad(`${name}: shape and data_offsets must be lists of non-negative integers`);
     }
@@ -66,6 +74,12 @@ export function parseSafetensors(buffer, source = "model.safetensors") {
 const isObject = (x) => typeof x === "object" && x !== null && !Array.isArray(x);
 const isCount = (x) => Number.isSafeInteger(x) && x >= 0;
 
+const INTEGER_GETTERS = {
+  BOOL: DataView.prototype.getUint8, U8: DataView.prototype.getUint8, I8: DataView.prototype.getInt8,
+  I16: DataView.prototype.getInt16, U16: DataView.prototype.getUint16, I32: DataView.prototype.getInt32,
+  U32: DataView.prototype.getUint32, I64: DataView.prototype.getBigInt64, U64: DataView.prototype.getBigUint64,
+};
+
 /** `count` little-endian values of `dtype` from byte `offset` on, as a Float32Array. */
 function decode(view, offset, count, dtype) {
   const out = new Float32Array(count);
@@ -76,8 +90,11 @@ function decode(view, offset, count, dtype) {
     for (let i = 0; i < count; i++) out[i] = bfloatToFloat(view.getUint16(offset + 2 * i, true));
   } else if (dtype === "F32") {
     for (let i = 0; i < count; i++) out[i] = view.getFloat32(offset + 4 * i, true);
-  } else {
+  } else if (dtype === "F64") {
     for (let i = 0; i < count; i++) out[i] = view.getFloat64(offset + 8 * i, true); // rounded to float32
+  } else { // integers and bools, read only to be refused by name: values beyond 2^24 are rounded
+    const size = DTYPES[dtype][0], get = INTEGER_GETTERS[dtype];
+    for (let i = 0; i < count; i++) out[i] = Number(get.call(view, offset + size * i, true));
   }
   return out;
 }

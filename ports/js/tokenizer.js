@@ -37,6 +37,28 @@ export function readVocab(text) {
   return lines;
 }
 
+/** The special tokens' ids a tokenizer_config.json records (`added_tokens_decoder`: id ->
+ * {"content": token, ...}, as `transformers` writes it; none in older files) must be their
+ * lines in vocab.txt: a line added or removed above [CLS] moves it, and every id with it
+ * (tinydact/tokenizer.py's check_special_ids). `source`, `vocabFile`: the files, as messages
+ * name them. */
+function checkSpecialIds(vocab, recorded, source, vocabFile) {
+  if (typeof recorded !== "object" || recorded === null || Array.isArray(recorded)) {
+    throw new TinydactError(`${source}: added_tokens_decoder must be an object of id -> token`);
+  }
+  for (const [i, entry] of Object.entries(recorded)) {
+    const token = typeof entry === "object" && entry !== null ? entry.content : undefined;
+    if (!/^[0-9]+$/.test(i) || typeof token !== "string") {
+      throw new TinydactError(`${source}: added_tokens_decoder[${repr(i)}] is not an id with a token`);
+    }
+    if (Number(i) >= vocab.length || vocab[Number(i)] !== token) {
+      const where = vocab.includes(token) ? `is token ${vocab.indexOf(token)}` : "is missing";
+      throw new TinydactError(`${vocabFile}: ${token} ${where}, tokenizer_config.json records it as token ${i} ` +
+        "(lines of vocab.txt added, removed or moved: every id after them changes)");
+    }
+  }
+}
+
 export class Tokenizer {
   /** vocab: the tokens in id order. Options as in tokenizer_config.json; stripAccents null
    * follows lowercase (uncased models also drop accents). */
@@ -53,8 +75,8 @@ export class Tokenizer {
   }
 
   /** From the text of vocab.txt and the parsed tokenizer_config.json (optional), checked as
-   * tinydact/tokenizer.py checks it; `source` names the config file in messages. */
-  static fromFiles(vocabText, config = {}, source = "tokenizer_config.json") {
+   * tinydact/tokenizer.py checks it; `source` and `vocabFile` name the files in messages. */
+  static fromFiles(vocabText, config = {}, source = "tokenizer_config.json", vocabFile = "vocab.txt") {
     if (typeof config !== "object" || config === null || Array.isArray(config)) {
       throw new TinydactError(`tokenizer config does not hold a JSON object: ${source}`);
     }
@@ -65,13 +87,15 @@ export class Tokenizer {
     for (const key of ["do_lower_case", "tokenize_chinese_chars"]) {
       if (typeof (config[key] ?? true) !== "boolean") throw new TinydactError(`${source}: ${key} must be true or false, got ${repr(config[key])}`);
     }
-    return new Tokenizer(readVocab(vocabText), {
+    const tokenizer = new Tokenizer(readVocab(vocabText), {
       lowercase: config.do_lower_case ?? true,
       stripAccents: config.strip_accents ?? null,
       chineseChars: config.tokenize_chinese_chars ?? true,
       // Hugging Face writes a huge number here when a model sets no limit; positions end at 512
       maxLength: Math.floor(Math.min(512, limit || 512)),
     });
+    checkSpecialIds(tokenizer.vocab, "added_tokens_decoder" in config ? config.added_tokens_decoder : {}, source, vocabFile);
+    return tokenizer;
   }
 
   /** A vocabulary must match the embedding it indexes: one line more or less in vocab.txt

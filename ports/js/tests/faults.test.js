@@ -1,22 +1,29 @@
 // Bad input, refused as tinydact refuses it: through the real entry point (node classify.js, as
 // a user runs it: exit 1 and exactly one `Error: ...` line on stderr, nothing on stdout) and
 // through the library (a TinydactError with the same words). The checkpoints are tiny ones
-// written here (H = 4, 2 blocks), each broken in one way.
+// written here (H = 4, 2 blocks), each broken in one way; each is written as tinydact's
+// save_checkpoint writes one (task sst2, the vocabulary's sha256 in config.json, the special
+// tokens' ids in tokenizer_config.json).
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
+import { createHash } from "node:crypto";
+import { createServer } from "node:http";
 import { mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { TinydactError } from "../errors.js";
-import { DACTBert } from "../model.js";
+import { DACTBert, sha256Hex } from "../model.js";
 
 const CLASSIFY = fileURLToPath(new URL("../classify.js", import.meta.url));
 const temp = mkdtempSync(join(tmpdir(), "tinydact-js-"));
 after(() => rmSync(temp, { recursive: true, force: true }));
 
 const VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "good", "bad", "film", "a", "##s", ".", ","];
+const vocabFile = (vocab) => vocab.map((t) => t + "\n").join("");
+const SHA256 = createHash("sha256").update(vocabFile(VOCAB)).digest("hex");
+const SPECIAL_IDS = Object.fromEntries(VOCAB.slice(0, 5).map((t, i) => [i, { content: t, special: true }]));
 const H = 4, I = 8, N = 2, K = 2;
 
 /** The tensors of a tiny DACT-BERT, name -> [shape, values] (values from a fixed sine). */
@@ -24,6 +31,7 @@ function tinyTensors(V) {
   const shapes = {
     "embeddings.word_embeddings.weight": [V, H], "embeddings.position_embeddings.weight": [16, H],
     "embeddings.token_type_embeddings.weight": [2, H], "embeddings.LayerNorm.weight": [H], "embeddings.LayerNorm.bias": [H],
+    "pooler.dense.weight": [H, H], "pooler.dense.bias": [H],
   };
   for (let i = 0; i < N; i++) {
     const p = `encoder.layer.${i}.`;
@@ -47,14 +55,17 @@ function tinyTensors(V) {
   }));
 }
 
-/** A safetensors file (F32) from name -> [shape, values]. */
+/** A safetensors file from name -> [shape, values, dtype]: F32 for a Float32Array, else the
+ * dtype of the typed array (Int8Array: I8, Uint8Array: BOOL, BigInt64Array: I64). */
 function safetensorsBytes(tensors) {
   const header = {}, parts = [];
   let offset = 0;
+  const dtypes = { Float32Array: "F32", Int8Array: "I8", Uint8Array: "BOOL", BigInt64Array: "I64" };
   for (const [name, [shape, values]] of Object.entries(tensors)) {
-    header[name] = { dtype: "F32", shape, data_offsets: [offset, offset + 4 * values.length] };
-    parts.push(new Uint8Array(values.buffer));
-    offset += 4 * values.length;
+    const bytes = new Uint8Array(values.buffer);
+    header[name] = { dtype: dtypes[values.constructor.name], shape, data_offsets: [offset, offset + bytes.length] };
+    parts.push(bytes);
+    offset += bytes.length;
   }
   const json = new TextEncoder().encode(JSON.stringify(header));
   const out = new Uint8Array(8 + json.length + offset);
@@ -71,11 +82,13 @@ function checkpoint(broken = () => {}) {
   const dir = join(temp, `model${++count}`);
   const parts = {
     config: { vocab_size: VOCAB.length, hidden_size: H, num_hidden_layers: N, num_attention_heads: 2, intermediate_size: I,
-      max_position_embeddings: 16, type_vocab_size: 2, pad_token_id: 0, dact: { num_labels: K, labels: ["negative", "positive"] } },
-    vocab: [...VOCAB], tensors: tinyTensors(VOCAB.length), tokenizerConfig: { do_lower_case: true, model_max_length: 16 },
+      max_position_embeddings: 16, type_vocab_size: 2, pad_token_id: 0,
+      dact: { num_labels: K, labels: ["negative", "positive"], task: "sst2", vocab_sha256: SHA256 } },
+    vocab: [...VOCAB], tensors: tinyTensors(VOCAB.length),
+    tokenizerConfig: { do_lower_case: true, model_max_length: 16, added_tokens_decoder: structuredClone(SPECIAL_IDS) },
   };
   const files = {
-    "config.json": () => JSON.stringify(parts.config), "vocab.txt": () => parts.vocab.map((t) => t + "\n").join(""),
+    "config.json": () => JSON.stringify(parts.config), "vocab.txt": () => vocabFile(parts.vocab),
     "model.safetensors": () => safetensorsBytes(parts.tensors), "tokenizer_config.json": () => JSON.stringify(parts.tokenizerConfig),
     ...broken(parts),
   };
@@ -101,12 +114,15 @@ function refused(args, message) {
 
 /** The library refuses the same checkpoint folder with a TinydactError of the same words. */
 function libraryRefuses(dir, message) {
-  const read = (f) => readFileSync(join(dir, f));
-  const bytes = read("model.safetensors");
-  assert.throws(() => DACTBert.fromFiles({
-    safetensors: bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength), path: dir,
-    config: JSON.parse(read("config.json")), vocab: read("vocab.txt").toString(), tokenizerConfig: JSON.parse(read("tokenizer_config.json")),
-  }), (e) => e instanceof TinydactError && new RegExp(`^${message}$`).test(e.message));
+  assert.throws(() => DACTBert.fromFiles(filesOf(dir)), (e) => e instanceof TinydactError && new RegExp(`^${message}$`).test(e.message));
+}
+
+/** The arguments of DACTBert.fromFiles for the checkpoint folder `dir`. */
+function filesOf(dir, path = dir) {
+  const read = (f) => readFileSync(join(dir, f)), bytes = read("model.safetensors");
+  return { safetensors: bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength), path,
+    config: JSON.parse(read("config.json")), vocab: read("vocab.txt").toString(),
+    vocabSha256: createHash("sha256").update(read("vocab.txt")).digest("hex"), tokenizerConfig: JSON.parse(read("tokenizer_config.json")) };
 }
 
 const esc = (s) => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
@@ -160,7 +176,11 @@ const CHECKPOINTS = [
     `MODEL: vocab.txt has ${VOCAB.length - 1} tokens, the model's embedding ${VOCAB.length}`],
   ["a vocab.txt one line long", (parts) => { parts.vocab.push("extra"); },
     `MODEL: vocab.txt has ${VOCAB.length + 1} tokens, the model's embedding ${VOCAB.length}`],
-  ["[PAD] where the config does not say", (parts) => { parts.vocab.splice(0, 2, "[UNK]", "[PAD]"); },
+  ["[PAD] where the config does not say (an older checkpoint: no ids, no fingerprint)", (parts) => {
+    parts.vocab.splice(0, 2, "[UNK]", "[PAD]");
+    delete parts.tokenizerConfig.added_tokens_decoder;
+    delete parts.config.dact.vocab_sha256;
+  },
     "MODEL: \\[PAD\\] is token 1 in vocab.txt, the config says 0"],
   ["a vocab.txt without [CLS]", (parts) => { parts.vocab[2] = "cls"; }, "vocab.txt lacks the special token \\[CLS\\]"],
   ["a missing tensor", (parts) => { delete parts.tensors["dact_heads.0.answer.bias"]; },
@@ -174,7 +194,49 @@ const CHECKPOINTS = [
   ["a size given as a string", (parts) => { parts.config.hidden_size = "4"; },
     "config field 'hidden_size' must be a non-negative integer, got '4'"],
   ["a bad model_max_length", (parts) => { parts.tokenizerConfig.model_max_length = 1; },
-    "MODEL/tokenizer_config.json: model_max_length must be a number >= 2, got 1"]];
+    "MODEL/tokenizer_config.json: model_max_length must be a number >= 2, got 1"],
+  // checkpoints that would load and answer wrongly: what the files can tell is checked
+  ["two lines of vocab.txt swapped", (parts) => { parts.vocab.splice(5, 2, "bad", "good"); },
+    "MODEL/vocab.txt is not the vocabulary this model was saved with \\(its sha256 differs from config.json's " +
+    "dact.vocab_sha256\\): token ids would not match; restore the original file"],
+  ["one line of vocab.txt changed", (parts) => { parts.vocab[7] = "movie"; },
+    "MODEL/vocab.txt is not the vocabulary this model was saved with \\(its sha256 differs .*"],
+  ["a vocab_sha256 that is not a sha256", (parts) => { parts.config.dact.vocab_sha256 = SHA256.slice(1); },
+    "MODEL/config.json: the 'dact' section's vocab_sha256 must be a sha256 in hex"],
+  ["a vocab_sha256 that is a number", (parts) => { parts.config.dact.vocab_sha256 = 12; },
+    "MODEL/config.json: the 'dact' section's vocab_sha256 must be a sha256 in hex"],
+  ["[CLS] moved (the ids tokenizer_config.json records)", (parts) => { parts.vocab.splice(1, 2, "[CLS]", "[UNK]"); },
+    "MODEL/vocab.txt: \\[UNK\\] is token 2, tokenizer_config.json records it as token 1 \\(lines of vocab.txt added, " +
+    "removed or moved: every id after them changes\\)"],
+  ["a special token recorded past the end", (parts) => { parts.tokenizerConfig.added_tokens_decoder = { 99: { content: "[SEP]" } }; },
+    "MODEL/vocab.txt: \\[SEP\\] is token 3, tokenizer_config.json records it as token 99 .*"],
+  ["a special token that vocab.txt lacks", (parts) => { parts.tokenizerConfig.added_tokens_decoder[5] = { content: "[FOO]" }; },
+    "MODEL/vocab.txt: \\[FOO\\] is missing, tokenizer_config.json records it as token 5 .*"],
+  ["added_tokens_decoder a list", (parts) => { parts.tokenizerConfig.added_tokens_decoder = []; },
+    "MODEL/tokenizer_config.json: added_tokens_decoder must be an object of id -> token"],
+  ["added_tokens_decoder without a token", (parts) => { parts.tokenizerConfig.added_tokens_decoder[2] = {}; },
+    "MODEL/tokenizer_config.json: added_tokens_decoder\\['2'\\] is not an id with a token"],
+  ["added_tokens_decoder with a name for an id", (parts) => { parts.tokenizerConfig.added_tokens_decoder = { cls: { content: "[CLS]" } }; },
+    "MODEL/tokenizer_config.json: added_tokens_decoder\\['cls'\\] is not an id with a token"],
+  ["an int8 weight", (parts) => { const t = parts.tensors["encoder.layer.0.output.dense.weight"]; t[1] = Int8Array.from(t[1], (v) => 100 * v); },
+    "MODEL/model.safetensors: key 'encoder.layer.0.output.dense.weight' holds int8 values, the model's weights are " +
+    "floating-point \\(a quantized checkpoint\\? save it in float32, float16 or bfloat16\\)"],
+  ["a bool DACT head", (parts) => { parts.tensors["dact_heads.1.halt.bias"][1] = new Uint8Array([1]); },
+    "MODEL/model.safetensors: key 'dact_heads.1.halt.bias' holds bool values, the model's weights are floating-point .*"],
+  ["an int64 embedding", (parts) => { const t = parts.tensors["embeddings.word_embeddings.weight"]; t[1] = new BigInt64Array(t[1].length); },
+    "MODEL/model.safetensors: key 'embeddings.word_embeddings.weight' holds int64 values, the model's weights are floating-point .*"],
+  ["a block more than the config's", (parts) => { parts.tensors["encoder.layer.2.output.dense.bias"] = [[H], new Float32Array(H)]; },
+    "MODEL/model.safetensors: unexpected key 'encoder.layer.2.output.dense.bias' \\(not part of a BERT encoder\\)"],
+  ["a DACT head more than the blocks", (parts) => { parts.tensors["dact_heads.2.halt.bias"] = [[1], new Float32Array(1)]; },
+    "MODEL/model.safetensors: unexpected key 'dact_heads.2.halt.bias'"],
+  ["no pooler", (parts) => { delete parts.tensors["pooler.dense.bias"]; }, "MODEL/model.safetensors: missing key 'pooler.dense.bias'"],
+  ["the labels of SST-2 swapped", (parts) => { parts.config.dact.labels.reverse(); },
+    "MODEL/config.json: task sst2's labels are \\['negative', 'positive'\\] in this order \\(class 0 first\\), " +
+    "the 'dact' section says \\['positive', 'negative'\\]"],
+  ["other labels for SST-2", (parts) => { parts.config.dact.labels = ["bad", "good"]; },
+    "MODEL/config.json: task sst2's labels are \\['negative', 'positive'\\] in this order \\(class 0 first\\), " +
+    "the 'dact' section says \\['bad', 'good'\\]"],
+  ["a task that is a number", (parts) => { parts.config.dact.task = 2; }, "MODEL/config.json: the 'dact' section's task must be a string"]];
 for (const [what, broken, message] of CHECKPOINTS) {
   test(`a checkpoint with ${what} is refused, by classify.js and by the library`, () => {
     const dir = checkpoint(broken), words = message.replaceAll("MODEL", esc(dir));
@@ -216,11 +278,33 @@ for (const [what, files, message] of FILES) {
   });
 }
 
+// what an older or a plainer checkpoint may be, and still load
+const ACCEPTED = [
+  ["no vocab_sha256 (saved before fingerprints)", (parts) => { delete parts.config.dact.vocab_sha256; }],
+  ["no added_tokens_decoder (saved before ids were recorded)", (parts) => { delete parts.tokenizerConfig.added_tokens_decoder; }],
+  ["no task, labels in any order", (parts) => { delete parts.config.dact.task; parts.config.dact.labels.reverse(); }],
+  ["a plain task, labels in any order", (parts) => { parts.config.dact.task = "plain"; parts.config.dact.labels = ["yes", "no"]; }],
+  ["the keys bert.py skips", (parts) => {
+    Object.assign(parts.tensors, { "embeddings.position_ids": [[16], new BigInt64Array(16)],
+      "bert.embeddings.position_ids": [[16], new BigInt64Array(16)], "cls.predictions.bias": [[VOCAB.length], new Float32Array(VOCAB.length)] });
+  }]];
+for (const [what, change] of ACCEPTED) {
+  test(`a checkpoint with ${what} loads, by classify.js and by the library`, () => {
+    const dir = checkpoint(change);
+    const r = classify("--model", dir, "--json", "a good film");
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(JSON.parse(r.stdout).label, DACTBert.fromFiles(filesOf(dir)).classify("a good film").label);
+  });
+}
+
+test("the library needs the vocabulary's digest to check a fingerprint, and never skips the check", () => {
+  const dir = checkpoint();
+  assert.throws(() => DACTBert.fromFiles({ ...filesOf(dir), vocabSha256: null }), (e) => e instanceof TypeError && /pass vocabSha256/.test(e.message));
+  assert.equal(DACTBert.fromFiles(filesOf(dir)).labels.join(), "negative,positive");
+});
+
 test("the library refuses what the command line refuses, with the same words", () => {
-  const dir = checkpoint(), read = (f) => readFileSync(join(dir, f));
-  const bytes = read("model.safetensors");
-  const model = DACTBert.fromFiles({ safetensors: bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength),
-    config: JSON.parse(read("config.json")), vocab: read("vocab.txt").toString(), tokenizerConfig: JSON.parse(read("tokenizer_config.json")) });
+  const model = DACTBert.fromFiles(filesOf(checkpoint(), ""));
   const refuses = (f, message) => assert.throws(f, (e) => e instanceof TinydactError && e.message === message);
   for (const text of ["", "   ", "\u200b", "\x00\x01\u2060"]) refuses(() => model.classify(text), "text 1 is empty (nothing to read)");
   refuses(() => model.classify("good", { pair: " " }), "text 1 has an empty sentence");
@@ -235,4 +319,27 @@ test("the library refuses what the command line refuses, with the same words", (
   // weights that are finite but overflow: the answer is NaN, refused rather than printed as null
   model.heads[0].answer[1].fill(Infinity);
   refuses(() => model.classify("good"), "the model's answer is not a finite number (NaN or infinity) for text 1");
+});
+
+test("fromUrl (the browser's way in) checks the fingerprint with crypto.subtle, with the same words", async () => {
+  const good = checkpoint(), swapped = checkpoint((parts) => { parts.vocab.splice(5, 2, "bad", "good"); });
+  assert.equal(await sha256Hex(readFileSync(join(good, "vocab.txt"))), SHA256);
+  const server = createServer((request, response) => { // the checkpoint folders under temp, by URL
+    try {
+      response.end(readFileSync(join(temp, decodeURIComponent(new URL(request.url, "http://x").pathname))));
+    } catch {
+      response.writeHead(404).end();
+    }
+  });
+  await new Promise((done) => server.listen(0, "127.0.0.1", done));
+  const base = (dir) => `http://127.0.0.1:${server.address().port}/${dir.slice(temp.length + 1)}/`;
+  try {
+    assert.equal((await DACTBert.fromUrl(base(good))).classify("a good film").label,
+      DACTBert.fromFiles(filesOf(good)).classify("a good film").label);
+    await assert.rejects(DACTBert.fromUrl(base(swapped)), (e) => e instanceof TinydactError &&
+      e.message === `${base(swapped)}vocab.txt is not the vocabulary this model was saved with (its sha256 differs from ` +
+      "config.json's dact.vocab_sha256): token ids would not match; restore the original file");
+  } finally {
+    server.close();
+  }
 });

@@ -84,10 +84,11 @@ def test_a_malformed_fingerprint_is_an_error(tiny_model_dir, tiny_tsv, tmp_path,
         refused_everywhere(model, tiny_tsv, "config.json: the 'dact' section's vocab_sha256 must be a sha256 in hex")
 
 
-def test_malformed_special_ids_are_an_error(tiny_model_dir, tiny_tsv, tmp_path):
+@pytest.mark.parametrize("key", ["x", "\u00b2"])  # a letter; a character that is a digit but no id
+def test_malformed_special_ids_are_an_error(tiny_model_dir, tiny_tsv, tmp_path, key):
     model = broken_copy(tiny_model_dir, tmp_path / "m",
-                        lambda d: edit_json(d / "tokenizer_config.json", added_tokens_decoder={"x": {"content": "[PAD]"}}))
-    refused_everywhere(model, tiny_tsv, "tokenizer_config.json: added_tokens_decoder['x'] is not an id with a token")
+                        lambda d: edit_json(d / "tokenizer_config.json", added_tokens_decoder={key: {"content": "[PAD]"}}))
+    refused_everywhere(model, tiny_tsv, f"tokenizer_config.json: added_tokens_decoder[{key!r}] is not an id with a token")
 
 
 def test_the_shipped_model_predates_fingerprints_and_loads():

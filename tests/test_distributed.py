@@ -88,8 +88,9 @@ def test_a_run_resumes_under_torchrun(tiny_model_dir, tiny_tsv, tmp_path, monkey
                     **{**SETTINGS, "batch_size": 5, "phase": 1, "blocks": "last"})
     train(TrainConfig(out=str(tmp_path / "straight"), **settings), torch.device("cpu"), quiet=True)
 
-    # in epoch 2: after 3 training batches and the dev evaluation at step 2
-    ctrl_c_on_call(monkeypatch, train_module, "encode_batch", 5)
+    # in epoch 2: after 3 training batches and the dev evaluation at step 2 (which encodes its
+    # batches in evaluate.py: the 4th call here is step 4's batch)
+    ctrl_c_on_call(monkeypatch, train_module, "encode_batch", 4)
     with pytest.raises(TinydactError, match=r"interrupted at step 3/9"):
         train(TrainConfig(out=str(tmp_path / "cut"), **settings), torch.device("cpu"), quiet=True)
     torchrun("--resume", "--out", str(tmp_path / "cut"))

@@ -42,7 +42,7 @@ def check_special_ids(vocab: list, recorded, vocab_file: Path) -> None:
         raise TinydactError(f"{vocab_file.parent / 'tokenizer_config.json'}: added_tokens_decoder must be an object of id -> token")
     for i, entry in recorded.items():
         token = entry.get("content") if isinstance(entry, dict) else None
-        if not str(i).isdigit() or not isinstance(token, str):
+        if not (str(i).isascii() and str(i).isdigit()) or not isinstance(token, str):  # "²" is a digit, not an id
             raise TinydactError(f"{vocab_file.parent / 'tokenizer_config.json'}: added_tokens_decoder[{i!r}] is not an id with a token")
         if int(i) >= len(vocab) or vocab[int(i)] != token:
             where = f"is token {vocab.index(token)}" if token in vocab else "is missing"

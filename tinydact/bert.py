@@ -91,7 +91,7 @@ class BertConfig:
                 raise TinydactError(f"config field {k!r} must be a non-negative {'number' if kind is float else 'integer'}, got {v!r}")
         cfg = cls(model_type=model_type, **{k: (v if known[k] is float else int(v)) for k, v in d.items() if k in known})
         if min(cfg.vocab_size, cfg.hidden_size, cfg.num_hidden_layers, cfg.num_attention_heads, cfg.intermediate_size,
-               cfg.max_position_embeddings, cfg.type_vocab_size or 1) < 1:
+               cfg.max_position_embeddings, cfg.type_vocab_size if model_type == "bert" else 1) < 1:
             raise TinydactError("config sizes (vocab_size, hidden_size, num_hidden_layers, ...) must be at least 1")
         if cfg.hidden_size % cfg.num_attention_heads:
             raise TinydactError(

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 import pytest
+import test_download
 import torch
 import transformers
 from conftest import TINY_WORDS, assert_clean, assert_error, edit_json, edit_tensors, invoke
@@ -29,6 +30,7 @@ TINY_MPNET_TOKENIZER = {"tokenizer_class": "MPNetTokenizer", "do_lower_case": Tr
                         "cls_token": "<s>", "sep_token": "</s>", "pad_token": "<pad>", "unk_token": "[UNK]", "mask_token": "<mask>"}  # fmt: skip
 # long enough that relative distances reach the logarithmic buckets (>= 8) and pass max_distance (128)
 LONGEST = 150
+fake_hub = test_download.fake_hub  # the fixture: a Hugging Face Hub serving folders of tmp_path
 
 
 def real_mpnet() -> Path | None:
@@ -306,3 +308,23 @@ def test_all_mpnet_base_v2_token_ids_match_transformers():
         assert_same_ids(ours, theirs, TRICKY, None, max_length)
         if max_length > 4:  # a pair needs <s>, 3 x </s> and at least one token
             assert_same_ids(ours, theirs, TRICKY, SECONDS, max_length)
+
+
+# ---------------------------------------------------------------------------------------------
+# tinydact download, on a fake Hub (no network): an MPNet repository as sentence-transformers has it
+# ---------------------------------------------------------------------------------------------
+
+def test_download_of_an_mpnet_repository(fake_hub, tiny_mpnet_dir, tmp_path):
+    import shutil
+
+    repo = fake_hub.root / "sentence-transformers" / "all-mpnet-base-v2"
+    shutil.copytree(tiny_mpnet_dir, repo)
+    (repo / "special_tokens_map.json").write_text(json.dumps({"pad_token": "<pad>", "mask_token": {"content": "<mask>", "lstrip": True}}))
+    (repo / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "MPNetTokenizer", "cls_token": "<s>", "sep_token": "</s>",
+                                                            "unk_token": "[UNK]"}))  # fmt: skip
+    out, _ = assert_clean(invoke("download", "sentence-transformers/all-mpnet-base-v2", "--to", tmp_path / "out"))
+    assert "2 blocks, hidden size 32" in out
+    assert Bert.from_pretrained(tmp_path / "out").config.model_type == "mpnet"
+    tok = Tokenizer.from_pretrained(tmp_path / "out")  # special tokens from both files
+    assert tok.specials == {"pad_token": "<pad>", "unk_token": "[UNK]", "cls_token": "<s>", "sep_token": "</s>", "mask_token": "<mask>"}
+    tok.check_fits(len(TINY_MPNET_VOCAB), 1, "downloaded")

@@ -194,6 +194,17 @@ def test_loading_accounts_for_every_mpnet_key(tiny_mpnet_dir, tmp_path, edit, fr
         Bert.from_pretrained(path)
 
 
+def test_a_masked_lm_checkpoint_loads_the_same(tiny_mpnet_dir, tmp_path):
+    """MPNetForMaskedLM's layout (microsoft/mpnet-base): an `mpnet.` prefix, and the `lm_head.` left out."""
+    import shutil
+
+    path = tmp_path / "mlm"
+    shutil.copytree(tiny_mpnet_dir, path)
+    edit_tensors(path, lambda t: t.update({**{"mpnet." + k: t.pop(k) for k in list(t)}, "lm_head.dense.weight": torch.zeros(32, 32)}))
+    plain, mlm = Bert.from_pretrained(tiny_mpnet_dir), Bert.from_pretrained(path)
+    assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), mlm.state_dict().values()))
+
+
 def test_mpnet_config_errors_name_the_field(tiny_mpnet_dir, tmp_path):
     import shutil
 

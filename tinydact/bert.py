@@ -376,7 +376,8 @@ MPNET_TOP_NAMES = {
 }
 WEIGHT_ONLY = ("_embeddings", "relative_attention_bias")  # embedding tables: a weight, no bias
 # Other official layouts differ from `BertModel`'s (`MPNetModel`'s) only by these (applied before the lookup):
-PREFIXES = ("bert.", "mpnet.")  # checkpoints saved from a pre-training / task model (Google's bert-base-uncased)
+PREFIX = "bert."  # checkpoints saved from a pre-training / task model (Google's bert-base-uncased)
+MPNET_PREFIX = "mpnet."  # [MPNet] the same, from MPNetForMaskedLM (microsoft/mpnet-base) and the like
 LAYERNORM_RENAMES = {"LayerNorm.gamma": "LayerNorm.weight", "LayerNorm.beta": "LayerNorm.bias"}  # TF-era names
 IGNORED_PREFIXES = ("cls.", "lm_head.")  # the masked-LM / next-sentence pre-training heads: not part of the encoder
 IGNORED_KEYS = ("embeddings.position_ids",)  # a buffer 0..T-1, recomputed in Embeddings.forward
@@ -395,8 +396,7 @@ def hf_names(cfg: BertConfig) -> dict:
 
 def canonical_name(key: str) -> str:
     """A key of any official layout -> the plain `BertModel` (`MPNetModel`) name."""
-    for prefix in PREFIXES:
-        key = key.removeprefix(prefix)
+    key = key.removeprefix(PREFIX).removeprefix(MPNET_PREFIX)
     for old, new in LAYERNORM_RENAMES.items():
         if key.endswith(old):
             key = key[: -len(old)] + new

@@ -4,6 +4,8 @@
 
 MODEL is a BERT directory or the name of a downloaded model; by default models/all-MiniLM-L6-v2
 in $TINYDACT_HOME or ~/.cache/tinydact (`tinydact download sentence-transformers/all-MiniLM-L6-v2`).
+An MPNet (e.g. all-mpnet-base-v2) is timed against `transformers.MPNetModel`, whose attention
+has only its eager implementation.
 
 fp32, torch.inference_mode, 2 threads. Both models are warmed up, then timed in alternation
 (so a slow spell on a shared machine hits both), and each reports the median of its repeats.
@@ -53,25 +55,25 @@ def main():
     else:
         path = model_dir(args.model)
 
-    from transformers import BertModel
+    from transformers import BertModel, MPNetModel
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     ours = Bert.from_pretrained(path)
-    theirs = {
-        impl: BertModel.from_pretrained(str(path), attn_implementation=impl).eval() for impl in args.hf_attention
-    }
+    mpnet = ours.config.model_type == "mpnet"  # MPNet: no token types, eager attention only
+    reference, impls = (MPNetModel, ["eager"]) if mpnet else (BertModel, args.hf_attention)
+    theirs = {impl: reference.from_pretrained(str(path), attn_implementation=impl).eval() for impl in impls}
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, fp32, model {path.name}")
     print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
 
     for batch, tokens in SHAPES:
         ids = torch.randint(1000, ours.config.vocab_size, (batch, tokens))  # real word pieces, no specials
         mask = torch.ones(batch, tokens, dtype=torch.long)  # full attention mask, passed to both
-        types = torch.zeros(batch, tokens, dtype=torch.long)
+        types = {} if mpnet else {"token_type_ids": torch.zeros(batch, tokens, dtype=torch.long)}
         # BertModel's forward also runs its pooler, so ours is timed with `pool` too
-        forwards = {"tinydact": lambda: ours.pool(ours(ids, mask, types))}
+        forwards = {"tinydact": lambda: ours.pool(ours(ids, mask, types.get("token_type_ids")))}
         for impl, model in theirs.items():
-            forwards[f"transformers {impl}"] = lambda m=model: m(input_ids=ids, attention_mask=mask, token_type_ids=types)
+            forwards[f"transformers {impl}"] = lambda m=model: m(input_ids=ids, attention_mask=mask, **types)
         with torch.inference_mode():
             for forward in forwards.values():  # warm-up, and size each repeat to about 0.2 s
                 forward()

@@ -1,9 +1,11 @@
-"""BERT, the whole encoder, from scratch, in one file.
+"""BERT (and MPNet, BERT plus a relative-position bias), the whole encoder, from scratch, in one file.
 
 References
 - Devlin et al., "BERT: Pre-training of Deep Bidirectional Transformers", 2018 (arXiv 1810.04805).
 - google-research/bert `modeling.py` (the original), Hugging Face `BertModel` (the checkpoint
   layout we load, and the reference the tests compare against to 1e-5).
+- Song et al., "MPNet: Masked and Permuted Pre-training for Language Understanding", 2020
+  (arXiv 2004.09297); Hugging Face `MPNetModel` (its layout, and the reference of tests/test_mpnet.py).
 
 Dimension legend (used in the shape comments beside every line that changes a shape)
     B   batch size                      T   sequence length (tokens, padded to the longest)
@@ -15,6 +17,15 @@ Three details break parity with the official weights when missed, and are marked
 1. BERT is *post*-LayerNorm: x = LN(x + attn(x)), then x = LN(x + mlp(x)).
 2. GELU is the exact erf form, not the tanh approximation.
 3. LayerNorm eps is 1e-12, not PyTorch's default 1e-5.
+
+MPNet (config `model_type: "mpnet"`, e.g. sentence-transformers/all-mpnet-base-v2) is the same
+post-LN encoder with three differences, each a few lines below, marked [MPNet]:
+- a learned relative-position bias b[bucket(j - i), head] added to every block's attention
+  logits Q Kᵀ / √hs, one table of 32 buckets x nh shared by all blocks (`relative_position_bucket`,
+  `Bert.mask`: computed once per forward and handed to the blocks as an additive mask);
+- RoBERTa-style positions: real tokens count from pad_token_id + 1, padding sits at
+  pad_token_id (so 514 position embeddings hold 512 tokens);
+- no token types (`type_vocab_size` 0). Its LayerNorm eps (1e-5) and pad id (1) come from its config.
 
 Model code never picks a device or dtype and never downloads: tensors follow their inputs.
 """
@@ -51,6 +62,7 @@ class BertConfig:
     hidden_dropout_prob: float = 0.1
     attention_probs_dropout_prob: float = 0.1
     pad_token_id: int = 0
+    model_type: str = "bert"  # or "mpnet" (see the module docstring)
 
     @classmethod
     def from_dict(cls, d: dict) -> "BertConfig":
@@ -62,7 +74,14 @@ class BertConfig:
         pos = d.get("position_embedding_type", "absolute")
         if pos != "absolute":
             raise TinydactError(f"unsupported position_embedding_type {pos!r}: only 'absolute' is implemented")
-        known = {f.name: f.type for f in fields(cls)}
+        model_type = d.get("model_type", "bert")
+        if model_type not in MODEL_TYPES:
+            raise TinydactError(f"unsupported model_type {model_type!r}: tinydact implements {' and '.join(MODEL_TYPES)}")
+        if model_type == "mpnet":  # `transformers`' MPNetConfig defaults; MPNet has no token types
+            d = {"pad_token_id": 1, "max_position_embeddings": 514, **d, "type_vocab_size": 0}
+            if d.get("relative_attention_num_buckets", BUCKETS) != BUCKETS:  # `transformers` buckets by 32 whatever it says
+                raise TinydactError(f"relative_attention_num_buckets must be {BUCKETS} in an MPNet config, got {d['relative_attention_num_buckets']!r}")
+        known = {f.name: f.type for f in fields(cls) if f.type is not str}
         for k, kind in known.items():  # a string "384" or a bool would crash deep inside, or run wrong
             if k not in d:
                 continue
@@ -70,9 +89,9 @@ class BertConfig:
             ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
             if not ok or (kind is int and v != int(v)):
                 raise TinydactError(f"config field {k!r} must be a non-negative {'number' if kind is float else 'integer'}, got {v!r}")
-        cfg = cls(**{k: (v if known[k] is float else int(v)) for k, v in d.items() if k in known})
+        cfg = cls(model_type=model_type, **{k: (v if known[k] is float else int(v)) for k, v in d.items() if k in known})
         if min(cfg.vocab_size, cfg.hidden_size, cfg.num_hidden_layers, cfg.num_attention_heads, cfg.intermediate_size,
-               cfg.max_position_embeddings, cfg.type_vocab_size) < 1:
+               cfg.max_position_embeddings, cfg.type_vocab_size if model_type == "bert" else 1) < 1:
             raise TinydactError("config sizes (vocab_size, hidden_size, num_hidden_layers, ...) must be at least 1")
         if cfg.hidden_size % cfg.num_attention_heads:
             raise TinydactError(
@@ -82,7 +101,15 @@ class BertConfig:
 
     def to_dict(self) -> dict:
         """The Hugging Face keys, so a saved config.json also loads in `transformers`."""
-        return {"model_type": "bert", "hidden_act": "gelu", "position_embedding_type": "absolute", **asdict(self)}
+        d = {"model_type": self.model_type, "hidden_act": "gelu", "position_embedding_type": "absolute", **asdict(self)}
+        if self.model_type == "mpnet":  # no token types; the bias table's size
+            del d["type_vocab_size"]
+            d["relative_attention_num_buckets"] = BUCKETS
+        return d
+
+
+MODEL_TYPES = ("bert", "mpnet")  # config.json's model_type; MPNet is BERT plus a relative-position bias
+BUCKETS = 32  # [MPNet] rows of the relative-position bias table (relative_attention_num_buckets)
 
 
 def read_config(path) -> dict:
@@ -136,12 +163,15 @@ class SelfAttention(nn.Module):
         """The attention probabilities softmax(Q Kᵀ / √hs + mask), (B, nh, T, T)."""
         q, k = self.split_heads(x, self.query), self.split_heads(x, self.key)  # (B, nh, T, hs) each
         scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))  # (B, nh, T, T)
-        if mask is not None:  # padded keys get probability exactly 0
+        if mask is not None and mask.dtype == torch.bool:  # padded keys get probability exactly 0
             scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+        elif mask is not None:  # [MPNet] the position bias, padded keys already at the float minimum
+            scores = scores + mask
         return scores.softmax(dim=-1)
 
     def forward(self, x, mask=None):
-        # x (B, T, H); mask None or bool (B, 1, 1, T), True where a key is a real token
+        # x (B, T, H); mask None, bool (B, 1, 1, T) True where a key is a real token (`key_mask`),
+        # or float (B or 1, nh, T, T) added to the logits ([MPNet] `Bert.mask`); sdpa takes either
         B, T, H = x.shape
         v = self.split_heads(x, self.value)  # (B, nh, T, hs)
         if self.attention == "plain":
@@ -177,6 +207,23 @@ def key_mask(attention_mask):
     if attention_mask is None or bool(attention_mask.all()):
         return None
     return attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T)
+
+
+def relative_position_bucket(T: int, num_buckets: int = 32, max_distance: int = 128, device=None):
+    """[MPNet] (as T5) the bucket of the distance from query i to key j, (T, T) int64. Half the
+    buckets are for keys before the query, half for keys after it; within a half, distances
+    below 8 get a bucket each, longer ones logarithmically wider buckets up to max_distance,
+    and every distance beyond shares the last one. (`transformers`' MPNet, op for op.)"""
+    i = torch.arange(T, device=device)[:, None]  # (T, 1) query positions
+    j = torch.arange(T, device=device)[None, :]  # (1, T) key positions
+    n = i - j  # (T, T): > 0 where the key comes before the query
+    half = num_buckets // 2  # 16
+    exact = half // 2  # 8 distances with a bucket each
+    side = (n < 0).long() * half  # keys after the query: the upper half
+    n = n.abs()
+    far = exact + (torch.log(n.float() / exact) / math.log(max_distance / exact) * (half - exact)).long()
+    far = torch.minimum(far, torch.full_like(far, half - 1))
+    return side + torch.where(n < exact, n, far)  # (T, T)
 
 
 class Block(nn.Module):
@@ -221,18 +268,25 @@ class Embeddings(nn.Module):
         super().__init__()
         self.word = nn.Embedding(cfg.vocab_size, cfg.hidden_size, padding_idx=cfg.pad_token_id)
         self.position = nn.Embedding(cfg.max_position_embeddings, cfg.hidden_size)
-        self.token_type = nn.Embedding(cfg.type_vocab_size, cfg.hidden_size)
+        self.token_type = nn.Embedding(cfg.type_vocab_size, cfg.hidden_size) if cfg.type_vocab_size else None
         self.ln = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
+        self.first_position = cfg.pad_token_id + 1 if cfg.model_type == "mpnet" else 0  # [MPNet] pad + 1
 
     def forward(self, input_ids, token_type_ids=None):
         B, T = input_ids.shape
-        if T > self.position.num_embeddings:
-            raise TinydactError(f"input has {T} tokens; this model takes at most {self.position.num_embeddings}")
+        if T > self.position.num_embeddings - self.first_position:
+            raise TinydactError(f"input has {T} tokens; this model takes at most {self.position.num_embeddings - self.first_position}")
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
-        positions = torch.arange(T, device=input_ids.device)  # (T,)
-        x = self.word(input_ids) + self.position(positions) + self.token_type(token_type_ids)  # (B, T, H)
+        if self.first_position:  # [MPNet] RoBERTa positions: tokens count from pad + 1, padding gets pad
+            real = input_ids.ne(self.word.padding_idx).long()  # (B, T)
+            positions = real.cumsum(1) * real + self.word.padding_idx  # (B, T)
+        else:
+            positions = torch.arange(T, device=input_ids.device)  # (T,)
+        x = self.word(input_ids) + self.position(positions)  # (B, T, H)
+        if self.token_type is not None:  # [MPNet] has no token types
+            x = x + self.token_type(token_type_ids)  # (B, T, H)
         return self.dropout(self.ln(x))
 
 
@@ -245,13 +299,26 @@ class Bert(nn.Module):
         self.embeddings = Embeddings(cfg)
         self.blocks = nn.ModuleList([Block(cfg, attention) for _ in range(cfg.num_hidden_layers)])
         self.pooler = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        # [MPNet] b[bucket, head]: one relative-position bias table shared by all blocks
+        self.position_bias = nn.Embedding(BUCKETS, cfg.num_attention_heads) if cfg.model_type == "mpnet" else None
 
     def embed(self, input_ids, token_type_ids=None):
         return self.embeddings(input_ids, token_type_ids)  # (B, T, H)
 
+    def mask(self, attention_mask, T: int):
+        """What every block's attention takes as its mask, made once per forward. BERT: the key
+        mask (`key_mask`), bool (B, 1, 1, T) or None. [MPNet]: the relative-position bias
+        b[bucket(j - i)] as a float (1, nh, T, T), padded keys set to the float minimum (B, nh, T, T)."""
+        keys = key_mask(attention_mask)  # (B, 1, 1, T) or None
+        if self.position_bias is None:
+            return keys
+        buckets = relative_position_bucket(T, self.position_bias.num_embeddings, device=self.position_bias.weight.device)
+        bias = self.position_bias(buckets).permute(2, 0, 1)[None]  # (T, T, nh) -> (1, nh, T, T)
+        return bias if keys is None else bias.masked_fill(~keys, torch.finfo(bias.dtype).min)  # (B, nh, T, T)
+
     def forward(self, input_ids, attention_mask=None, token_type_ids=None):
         x = self.embed(input_ids, token_type_ids)  # (B, T, H)
-        mask = key_mask(attention_mask)  # (B, 1, 1, T) or None, once for all blocks
+        mask = self.mask(attention_mask, x.size(1))  # once for all blocks
         for block in self.blocks:
             x = block(x, mask)  # (B, T, H)
         return x  # (B, T, H): the last hidden state
@@ -294,26 +361,42 @@ TOP_NAMES = {
     "embeddings.LayerNorm": "embeddings.ln",
     "pooler.dense": "pooler",
 }
-# Other official layouts differ from `BertModel`'s only by these (applied before the lookup):
+# [MPNet] Hugging Face `MPNetModel` names: its attention is q, k, v, o; no token types; the bias table
+MPNET_BLOCK_NAMES = {
+    "attention.attn.q": "attn.query",
+    "attention.attn.k": "attn.key",
+    "attention.attn.v": "attn.value",
+    "attention.attn.o": "attn.out",
+    "attention.LayerNorm": "ln1",
+    **{hf: ours for hf, ours in BLOCK_NAMES.items() if not hf.startswith("attention.")},  # the MLP: as BERT's
+}
+MPNET_TOP_NAMES = {
+    **{hf: ours for hf, ours in TOP_NAMES.items() if hf != "embeddings.token_type_embeddings"},
+    "encoder.relative_attention_bias": "position_bias",
+}
+WEIGHT_ONLY = ("_embeddings", "relative_attention_bias")  # embedding tables: a weight, no bias
+# Other official layouts differ from `BertModel`'s (`MPNetModel`'s) only by these (applied before the lookup):
 PREFIX = "bert."  # checkpoints saved from a pre-training / task model (Google's bert-base-uncased)
+MPNET_PREFIX = "mpnet."  # [MPNet] the same, from MPNetForMaskedLM (microsoft/mpnet-base) and the like
 LAYERNORM_RENAMES = {"LayerNorm.gamma": "LayerNorm.weight", "LayerNorm.beta": "LayerNorm.bias"}  # TF-era names
-IGNORED_PREFIXES = ("cls.",)  # the masked-LM / next-sentence pre-training heads: not part of the encoder
+IGNORED_PREFIXES = ("cls.", "lm_head.")  # the masked-LM / next-sentence pre-training heads: not part of the encoder
 IGNORED_KEYS = ("embeddings.position_ids",)  # a buffer 0..T-1, recomputed in Embeddings.forward
 
 
 def hf_names(cfg: BertConfig) -> dict:
-    """Every Hugging Face `BertModel` tensor name mapped to our parameter name."""
-    modules = dict(TOP_NAMES)
+    """Every Hugging Face `BertModel` (or `MPNetModel`) tensor name mapped to our parameter name."""
+    top, block = (TOP_NAMES, BLOCK_NAMES) if cfg.model_type == "bert" else (MPNET_TOP_NAMES, MPNET_BLOCK_NAMES)
+    modules = dict(top)
     for i in range(cfg.num_hidden_layers):
-        modules.update({f"encoder.layer.{i}.{hf}": f"blocks.{i}.{ours}" for hf, ours in BLOCK_NAMES.items()})
+        modules.update({f"encoder.layer.{i}.{hf}": f"blocks.{i}.{ours}" for hf, ours in block.items()})
     names = {f"{hf}.weight": f"{ours}.weight" for hf, ours in modules.items()}
-    names.update({f"{hf}.bias": f"{ours}.bias" for hf, ours in modules.items() if "_embeddings" not in hf})
+    names.update({f"{hf}.bias": f"{ours}.bias" for hf, ours in modules.items() if not hf.endswith(WEIGHT_ONLY)})
     return names
 
 
 def canonical_name(key: str) -> str:
-    """A key of any official layout -> the plain `BertModel` name."""
-    key = key.removeprefix(PREFIX)
+    """A key of any official layout -> the plain `BertModel` (`MPNetModel`) name."""
+    key = key.removeprefix(PREFIX).removeprefix(MPNET_PREFIX)
     for old, new in LAYERNORM_RENAMES.items():
         if key.endswith(old):
             key = key[: -len(old)] + new

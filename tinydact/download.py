@@ -2,9 +2,11 @@
 
 This is the only module that touches the network; model code never downloads anything.
 
-    download_model(name, to)   an official BERT from the Hugging Face Hub (`huggingface_hub`,
+    download_model(name, to)   an official BERT (or MPNet, e.g. sentence-transformers/
+                               all-mpnet-base-v2) from the Hugging Face Hub (`huggingface_hub`,
                                the optional `download` extra): config.json, vocab.txt,
-                               tokenizer_config.json when the repository has one, and the
+                               tokenizer_config.json and special_tokens_map.json when the
+                               repository has them, and the
                                weights as model.safetensors. A repository that only has the
                                older pytorch_model.bin gets it converted (read with
                                torch.load(weights_only=True), which runs no pickled code).
@@ -36,7 +38,8 @@ TIMEOUT = 10.0  # seconds, for connecting and for each read: offline must fail f
 # ----------------------------------------------------------------------------------------
 
 REQUIRED_FILES = ("config.json", "vocab.txt")
-OPTIONAL_FILES = ("tokenizer_config.json",)  # absent in e.g. google/bert_uncased_L-4_H-256_A-4
+# absent in e.g. google/bert_uncased_L-4_H-256_A-4; MPNet's name its special tokens (<s> </s> <pad> ...)
+OPTIONAL_FILES = ("tokenizer_config.json", "special_tokens_map.json")
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # the first one the repository has
 
 

@@ -13,7 +13,7 @@ blocks are never run, and in a batch its row is removed before the next block
 import torch
 from torch import nn
 
-from .bert import Bert, key_mask
+from .bert import Bert
 from .dact import HALT_BIAS, DACTHead, can_halt, dact_forward, dact_update, halting_bounds
 from .options import check_head_input
 
@@ -49,7 +49,7 @@ class DACTBert(nn.Module):
     def head_inputs(self, input_ids, attention_mask=None, token_type_ids=None):
         """x_1..x_N, what each block's DACT head reads (see `read`), (B, N, H): every block runs."""
         x = self.bert.embed(input_ids, token_type_ids)  # (B, T, H)
-        keys = key_mask(attention_mask)  # (B, 1, 1, T) or None
+        keys = self.bert.mask(attention_mask, x.size(1))  # once for all blocks (`Bert.mask`)
         xs = []
         for block in self.bert.blocks:
             x = block(x, keys)  # (B, T, H)
@@ -121,7 +121,7 @@ def run_with_early_exit(bert: Bert, input_ids, attention_mask, token_type_ids, s
     B, N = input_ids.size(0), len(bert.blocks)
     x = bert.embed(input_ids, token_type_ids)  # (B, T, H)
     mask = attention_mask  # (B, T) or None
-    keys = key_mask(mask)  # (B, 1, 1, T) or None: made again only when rows are dropped
+    keys = bert.mask(mask, x.size(1))  # (`Bert.mask`) made again only when rows are dropped
     rows = torch.arange(B, device=input_ids.device)  # input row of each live row
     out, blocks = None, torch.full((B,), N, device=input_ids.device)
     for n, block in enumerate(bert.blocks, start=1):
@@ -144,7 +144,7 @@ def run_with_early_exit(bert: Bert, input_ids, attention_mask, token_type_ids, s
             mask = mask[keep]  # (b', T)
             T = int(mask.sum(1).max())  # right padding: drop columns no live row uses
             x, mask = x[:, :T], mask[:, :T]
-            keys = key_mask(mask)
+            keys = bert.mask(mask, T)
     return out, blocks
 
 

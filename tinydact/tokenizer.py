@@ -9,6 +9,11 @@ The pipeline, as in the original BERT:
                    a word with no match becomes [UNK]
     post-process   [CLS] A [SEP]            token types 0 ... 0
                    [CLS] A [SEP] B [SEP]    token types 0 ... 0 1 ... 1
+
+MPNet's tokenizer is the same WordPiece pipeline with other special tokens, named in the
+checkpoint's tokenizer_config.json / special_tokens_map.json (<s> </s> <pad> [UNK] <mask> in
+all-mpnet-base-v2), and RoBERTa's pair format, all token types 0 (MPNet has none):
+                   <s> A </s>   and   <s> A </s></s> B </s>
 """
 
 import json
@@ -23,7 +28,10 @@ from tokenizers.models import WordPiece
 
 from .errors import TinydactError
 
-SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]")
+# The special tokens by role (the keys of tokenizer_config.json), BERT's by default
+SPECIALS = {"pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS]", "sep_token": "[SEP]", "mask_token": "[MASK]"}
+REQUIRED = ("pad_token", "unk_token", "cls_token", "sep_token")  # vocab.txt must hold these
+PAIR_SEP_TWICE = ("MPNetTokenizer", "MPNetTokenizerFast")  # tokenizer_class with <s> A </s></s> B </s>
 
 
 class Encoded(NamedTuple):
@@ -51,28 +59,32 @@ def check_special_ids(vocab: list, recorded, vocab_file: Path) -> None:
 
 
 class Tokenizer:
-    def __init__(self, vocab: list, lowercase=True, strip_accents=None, chinese_chars=True, max_length=512):
-        """`vocab`: the tokens in id order (the lines of vocab.txt), SPECIALS among them.
-        `strip_accents=None` follows `lowercase`, as in BERT: uncased models also drop accents."""
+    def __init__(self, vocab: list, lowercase=True, strip_accents=None, chinese_chars=True, max_length=512,
+                 specials=None, mpnet=False):
+        """`vocab`: the tokens in id order (the lines of vocab.txt), the special tokens among them.
+        `strip_accents=None` follows `lowercase`, as in BERT: uncased models also drop accents.
+        `specials`: role -> token where a model's differ from BERT's (`SPECIALS`); `mpnet`: MPNet's
+        pair format (`<s> A </s></s> B </s>`, token types all 0)."""
         ids = {token: i for i, token in enumerate(vocab)}
         self.vocab, self.lowercase, self.strip_accents = list(vocab), lowercase, strip_accents
         self.chinese_chars, self.max_length = chinese_chars, max_length
         self.vocab_size = len(self.vocab)
+        self.specials, self.mpnet = {**SPECIALS, **(specials or {})}, mpnet
+        cls, sep, pad, unk = (self.specials[k] for k in ("cls_token", "sep_token", "pad_token", "unk_token"))
 
-        tok = HFTokenizer(WordPiece(ids, unk_token="[UNK]"))
+        tok = HFTokenizer(WordPiece(ids, unk_token=unk))
         tok.normalizer = normalizers.BertNormalizer(
             clean_text=True, handle_chinese_chars=chinese_chars, strip_accents=strip_accents, lowercase=lowercase
         )
         tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-        cls, sep = ids["[CLS]"], ids["[SEP]"]
         tok.post_processor = processors.TemplateProcessing(
-            single="[CLS]:0 $A:0 [SEP]:0",
-            pair="[CLS]:0 $A:0 [SEP]:0 $B:1 [SEP]:1",
-            special_tokens=[("[CLS]", cls), ("[SEP]", sep)],
+            single=f"{cls}:0 $A:0 {sep}:0",
+            pair=f"{cls}:0 $A:0 {sep}:0 {sep}:0 $B:0 {sep}:0" if mpnet else f"{cls}:0 $A:0 {sep}:0 $B:1 {sep}:1",
+            special_tokens=[(cls, ids[cls]), (sep, ids[sep])],
         )
         # [CLS] etc. typed in a text are the special tokens, not "[", "cls", "]" (as in `transformers`)
-        tok.add_special_tokens([t for t in (*SPECIALS, "[MASK]") if t in ids])
-        tok.enable_padding(pad_id=ids["[PAD]"], pad_token="[PAD]")  # to the longest in the batch
+        tok.add_special_tokens([t for t in self.specials.values() if t in ids])
+        tok.enable_padding(pad_id=ids[pad], pad_token=pad)  # to the longest in the batch
         self._tok, self._lock = tok, threading.Lock()
 
     @classmethod
@@ -96,10 +108,11 @@ class Tokenizer:
                 config = json.loads(config_file.read_text(encoding="utf-8"))
             except (json.JSONDecodeError, UnicodeDecodeError) as e:
                 raise TinydactError(f"tokenizer config is not valid JSON: {config_file} ({e})") from None
-        if missing := [t for t in SPECIALS if t not in vocab]:
-            raise TinydactError(f"{vocab_file} lacks the special token {missing[0]}")
         if not isinstance(config, dict):
             raise TinydactError(f"tokenizer config does not hold a JSON object: {config_file}")
+        specials = read_specials(path, config)
+        if missing := [specials[role] for role in REQUIRED if specials[role] not in vocab]:
+            raise TinydactError(f"{vocab_file} lacks the special token {missing[0]}")
         check_special_ids(vocab, config.get("added_tokens_decoder", {}), vocab_file)
         limit = config.get("model_max_length")
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, float)) or not limit >= 2):
@@ -114,6 +127,8 @@ class Tokenizer:
             chinese_chars=config.get("tokenize_chinese_chars", True),
             # HF writes a huge sentinel here when a model sets no limit; BERT's positions end at 512
             max_length=int(min(512, config.get("model_max_length") or 512)),
+            specials=specials,
+            mpnet=config.get("tokenizer_class") in PAIR_SEP_TWICE,
         )
 
     def check_fits(self, vocab_size: int, pad_token_id: int, source: str) -> None:
@@ -121,8 +136,9 @@ class Tokenizer:
         shifts every id after it and changes the answers without a word."""
         if self.vocab_size != vocab_size:
             raise TinydactError(f"{source}: vocab.txt has {self.vocab_size} tokens, the model's embedding {vocab_size}")
-        if self.vocab.index("[PAD]") != pad_token_id:
-            raise TinydactError(f"{source}: [PAD] is token {self.vocab.index('[PAD]')} in vocab.txt, the config says {pad_token_id}")
+        pad = self.specials["pad_token"]
+        if self.vocab.index(pad) != pad_token_id:
+            raise TinydactError(f"{source}: {pad} is token {self.vocab.index(pad)} in vocab.txt, the config says {pad_token_id}")
 
     def save(self, path) -> None:
         """Write `vocab.txt` and `tokenizer_config.json` (also readable by `transformers`), the
@@ -132,7 +148,7 @@ class Tokenizer:
         path.mkdir(parents=True, exist_ok=True)
         (path / "vocab.txt").write_text("".join(t + "\n" for t in self.vocab), encoding="utf-8")
         config = {
-            "tokenizer_class": "BertTokenizer",
+            "tokenizer_class": "MPNetTokenizer" if self.mpnet else "BertTokenizer",
             "do_lower_case": self.lowercase,
             "strip_accents": self.strip_accents,
             "tokenize_chinese_chars": self.chinese_chars,
@@ -141,6 +157,8 @@ class Tokenizer:
                                               "single_word": False, "special": True}
                                      for i, t in sorted(self._tok.get_added_tokens_decoder().items())},
         }
+        if self.specials != SPECIALS:  # e.g. MPNet's <s> </s> <pad> [UNK] <mask>
+            config.update(self.specials)
         (path / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
 
     def _encode(self, texts, pairs, max_length):
@@ -150,7 +168,7 @@ class Tokenizer:
             pairs = [pairs] if isinstance(pairs, str) else list(pairs)
             if len(pairs) != len(texts):
                 raise TinydactError(f"{len(texts)} texts but {len(pairs)} second sentences")
-        specials = 2 if pairs is None else 3
+        specials = self._tok.post_processor.num_special_tokens_to_add(pairs is not None)  # [CLS] A [SEP] (B [SEP])
         if max_length is not None and max_length <= specials:
             raise TinydactError(f"max_length {max_length} leaves no room for text after {specials} special tokens")
         # truncation is a setting of the one `tokenizers` object: set and used under a lock, so
@@ -178,3 +196,24 @@ class Tokenizer:
     def num_tokens(self, texts, pairs=None) -> list:
         """Untruncated lengths, [CLS] and [SEP] included (to warn when inputs get cut)."""
         return [sum(e.attention_mask) for e in self._encode(texts, pairs, None)]
+
+
+def read_specials(path, config: dict) -> dict:
+    """The special tokens by role (`SPECIALS`) that a model folder names: in tokenizer_config.json
+    (`config`) and, taking precedence as in `transformers`, special_tokens_map.json, where a
+    token may also be written {"content": "<mask>", ...}. Roles neither names keep BERT's."""
+    named = dict(config)
+    file = Path(path) / "special_tokens_map.json"
+    if file.is_file():
+        try:
+            named.update(json.loads(file.read_text(encoding="utf-8")))
+        except (json.JSONDecodeError, UnicodeDecodeError, TypeError, ValueError) as e:
+            raise TinydactError(f"special tokens map is not a valid JSON object: {file} ({e})") from None
+    specials = dict(SPECIALS)
+    for role in SPECIALS:
+        token = named.get(role)
+        token = token.get("content") if isinstance(token, dict) else token
+        if token is not None and not (isinstance(token, str) and token):
+            raise TinydactError(f"{path}: the special token {role} must be a non-empty string, got {token!r}")
+        specials[role] = token or specials[role]
+    return specials

@@ -15,7 +15,7 @@ import click
 from click.core import ParameterSource
 
 from .errors import TinydactError
-from .options import DTYPES, METHODS, RULES, TrainConfig, trained_method
+from .options import DTYPES, KNOBS, METHODS, RULES, TrainConfig, eval_method
 
 
 class Group(click.Group):
@@ -33,8 +33,6 @@ DEVICE = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), de
 RULE = click.option("--rule", type=click.Choice(RULES), default="paper", show_default=True,
                     help="halting rule: the paper's bound, or the tight one (also exact, never later)")
 NO_HALT = click.option("--no-halt", is_flag=True, help="run every block (full depth): same predictions, by construction")
-KNOBS = {"static": "k (exit at block k)", "deebert": "S (exit when the answer's entropy < S)",
-         "pabee": "t (exit when t blocks in a row agree)"}  # each baseline's exit knob (baselines.py)
 MODEL_HELP = "tinydact checkpoint: a directory, or the name of a downloaded model"
 DTYPE = click.option("--dtype", type=click.Choice(DTYPES), default="float32", show_default=True,
                      help="the backbone's compute dtype (bfloat16: fast on CPUs with AVX512-BF16/AMX and GPUs; float16: CUDA only)")
@@ -153,31 +151,6 @@ def eval_(model_dir, data, task, batch_size, max_length, no_halt, rule, method, 
                f"histogram     {'  '.join(f'{n + 1}:{c}' for n, c in enumerate(r['histogram']))}\n"
                f"FLOPs         {r['gflops_per_example']:.3f} G per example ({r['flops_ratio']:.2f} of full depth)\n"
                f"wall-clock    {r['seconds']:.2f} s at batch size {batch_size}")
-
-
-def eval_method(method, knob, rule_given: bool, no_halt: bool, model, num_blocks: int) -> str:
-    """The exit rule `tinydact eval` runs: `method`, or by default the one the checkpoint `model`
-    (None: the shipped one) was trained for (its config's `dact.trained`, `options.trained_method`). A method whose
-    modules were never trained for it, or an option it does not use, is an error."""
-    from .home import model_dir, shipped_model
-    from .checkpoint import read_dact_config
-
-    name = str(shipped_model() if model is None else model_dir(model))
-    trained = trained_method(read_dact_config(name).get("trained"))
-    if method is None and trained == "plain" or method == "dact" and trained not in (None, "dact"):
-        what = {"plain": "a plain classifier on its last block (DeeBERT's stage 1)"}.get(trained, f"a {trained} baseline (phase 1 only)")
-        instead = f"--method static --knob {num_blocks}" if trained == "plain" else f"--method {trained} --knob {KNOBS[trained].split()[0]}"
-        raise TinydactError(f"{name} was trained as {what}: its halting units were never trained, so DACT's exit would be "
-                            f"meaningless; evaluate it with {instead}, or train DACT's phase 2 on it first "
-                            f"(tinydact train --phase 2 --model {name} ...)")
-    if method is None and trained in KNOBS and knob is None:
-        raise TinydactError(f"{name} was trained for {trained} exits: give its knob, --knob {KNOBS[trained]} "
-                            "(or another exit rule with --method)")
-    method = method or trained or "dact"
-    if rule_given and (method != "dact" or no_halt):
-        why = "--no-halt runs every block" if method == "dact" else f"{method} exits by its --knob"
-        raise TinydactError(f"--rule is DACT's halting rule, and {why}: leave out --rule")
-    return method
 
 
 # ----------------------------------------------------------------------------------------

@@ -22,6 +22,8 @@ TRAIN_DTYPES = ("float32", "bfloat16")
 
 # The early-exit methods: DACT and the baselines of docs/dact.md §6 (baselines.py).
 METHODS = ("dact", "static", "deebert", "pabee")
+KNOBS = {"static": "k (exit at block k)", "deebert": "S (exit when the answer's entropy < S)",
+         "pabee": "t (exit when t blocks in a row agree)"}  # each baseline's exit knob (baselines.py)
 
 
 def check_choice(value, choices: tuple, what: str):
@@ -201,3 +203,28 @@ def trained_method(trained) -> str | None:
     if "method" in trained:
         return trained["method"]
     return TRAINED_METHOD.get((trained.get("phase"), None if trained.get("phase") == 2 else trained.get("blocks")))
+
+
+def eval_method(method, knob, rule_given: bool, no_halt: bool, model, num_blocks: int) -> str:
+    """The exit rule `tinydact eval` runs: `method`, or by default the one the checkpoint `model`
+    (None: the shipped one) was trained for (its config's `dact.trained`, `options.trained_method`). A method whose
+    modules were never trained for it, or an option it does not use, is an error."""
+    from .checkpoint import read_dact_config  # not at the top: it imports torch
+    from .home import model_dir, shipped_model
+
+    name = str(shipped_model() if model is None else model_dir(model))
+    trained = trained_method(read_dact_config(name).get("trained"))
+    if method is None and trained == "plain" or method == "dact" and trained not in (None, "dact"):
+        what = {"plain": "a plain classifier on its last block (DeeBERT's stage 1)"}.get(trained, f"a {trained} baseline (phase 1 only)")
+        instead = f"--method static --knob {num_blocks}" if trained == "plain" else f"--method {trained} --knob {KNOBS[trained].split()[0]}"
+        raise TinydactError(f"{name} was trained as {what}: its halting units were never trained, so DACT's exit would be "
+                            f"meaningless; evaluate it with {instead}, or train DACT's phase 2 on it first "
+                            f"(tinydact train --phase 2 --model {name} ...)")
+    if method is None and trained in KNOBS and knob is None:
+        raise TinydactError(f"{name} was trained for {trained} exits: give its knob, --knob {KNOBS[trained]} "
+                            "(or another exit rule with --method)")
+    method = method or trained or "dact"
+    if rule_given and (method != "dact" or no_halt):
+        why = "--no-halt runs every block" if method == "dact" else f"{method} exits by its --knob"
+        raise TinydactError(f"--rule is DACT's halting rule, and {why}: leave out --rule")
+    return method

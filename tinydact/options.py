@@ -1,8 +1,11 @@
 """The names the whole project agrees on, each listed once, and the one check of each.
 
-Halting rules, what the DACT heads read, dtypes, methods: the library, the command line and
-the benchmarks all take their choices from here. No torch in this file: `tinydact --help`
-builds its options from it without importing torch (seconds saved on every help call).
+Halting rules, what the DACT heads read, dtypes, methods and their exit knobs: the library,
+the command line and the benchmarks all take their choices from here. Then every training
+option (`TrainConfig`, with its help text and range), which option a run uses (`APPLIES`: one
+it does not use is an error, never ignored), and the method a checkpoint was trained for
+(`trained_method`, and `eval_method`, the exit rule `tinydact eval` runs on it). No torch in
+this file: `tinydact --help` builds its options from it without importing torch.
 """
 
 import math

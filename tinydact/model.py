@@ -146,10 +146,3 @@ def run_with_early_exit(bert: Bert, input_ids, attention_mask, token_type_ids, s
             x, mask = x[:, :T], mask[:, :T]
             keys = bert.mask(mask, T)
     return out, blocks
-
-
-# ----------------------------------------------------------------------------------------
-# Writing files safely (checkpoint.py and train.py use these)
-# ----------------------------------------------------------------------------------------
-
-

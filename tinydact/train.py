@@ -40,7 +40,7 @@ from .errors import TinydactError
 from .evaluate import cache_head_inputs, dev_metrics
 from .checkpoint import checked_tokenizer, load_checkpoint, new_from_bert, read_dact_config
 from .options import TrainConfig, check_config, check_options_apply, set_options
-from .runfolder import (Interrupted, RunFolder, atomic_write, claim_folder, file_digest, leftovers, load_saved, on_sigterm, remove,
+from .runfolder import (RUN_FILES, Interrupted, RunFolder, atomic_write, claim_folder, file_digest, leftovers, load_saved, on_sigterm, remove,
                         replace_folder, restore, run_kind, saved_config, saved_state, uninterrupted, worth_keeping)
 from .tokenizer import Tokenizer
 
@@ -388,8 +388,10 @@ RECIPE = (
     ("heads", {"phase": 2, "blocks": "all", "freeze_backbone": True, "batch_size": 256, "head_lr": 1e-3}),
     ("joint", {"phase": 2, "blocks": "all", "freeze_backbone": False, "lr": 2e-5, "head_lr": 5e-4}),
 )
-RECIPE_FILES = ("state.pt", "best", "final", "head-inputs.pt")  # what a finished recipe removes from each phase (not log.jsonl)
 PHASES = tuple(name for name, _ in RECIPE)
+HEAD_CACHE = "head-inputs.pt"  # the heads phase's cache of the frozen backbone's head inputs
+# what a finished recipe removes from each phase: all a run leaves but its log, and the cache
+RECIPE_FILES = (*(name for name in RUN_FILES if name != "log.jsonl"), HEAD_CACHE)
 
 
 def phase_epochs(text: str) -> list:
@@ -443,7 +445,7 @@ def recipe(cfg: TrainConfig, device: torch.device, resume: bool = False, quiet: 
         for (name, settings), n_epochs in zip(RECIPE, epochs):
             phase = TrainConfig(**{**asdict(cfg), **settings, "model": start, "out": str(out / name), "epochs": n_epochs})
             if phase.freeze_backbone:
-                phase.cache = str(out / name / "head-inputs.pt")
+                phase.cache = str(out / name / HEAD_CACHE)
             started = (out / name / "state.pt").is_file()  # a phase that never saved a state starts (again)
             best = train(phase, device, resume=started, quiet=quiet, again=again, overwrite=not started)
             start = str(out / name / "final")

@@ -21,6 +21,7 @@ import inspect
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import NamedTuple
 
@@ -209,6 +210,15 @@ def load_vector_script(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def import_benchmark(name: str):
+    """benchmarks/<name>.py as a module, importing its neighbours (results_files, report) as it does."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        return __import__(name)
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
 
 
 def same_content(x, y, rel: float, abs: float, path: str = "") -> None:

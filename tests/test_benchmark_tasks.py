@@ -10,18 +10,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_TSV, TINY_VOCAB, save_plain_bert, tiny_config
+from conftest import TINY_TSV, TINY_VOCAB, import_benchmark, save_plain_bert, tiny_config
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "tasks.py"
 METHODS = {"plain", "deebert", "static", "pabee", "dact", "dact (tight rule)", "dact-distill", "dact-distill (tight rule)"}
-
-
-def import_benchmark(name):
-    sys.path.insert(0, str(SCRIPT.parent))
-    try:
-        return __import__(name)
-    finally:
-        sys.path.remove(str(SCRIPT.parent))
 
 
 def plain_bert(path, blocks):

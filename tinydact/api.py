@@ -66,24 +66,30 @@ class Classifier:
         return results
 
     def _batch(self, batch, halt, rule, explain) -> list:
+        enc, truncated = self.encode(batch)
+        trace = [] if explain else None
+        pred, probs, blocks = self.model.predict(*(t.to(self.device) for t in enc), halt=halt, rule=rule, trace=trace)
+        results = [self.result(x, probs[j], int(blocks[j]), truncated[j]) for j, x in enumerate(batch)]
+        for r, steps in zip(results, trace or ()):
+            r["steps"] = steps
+        return results
+
+    def encode(self, batch):
+        """The tokens of a batch of checked inputs (`check_input`), all texts or all pairs:
+        (`Encoded` padded to the longest, whether each input was truncated)."""
         a = [x[0] for x in batch]
         b = [x[1] for x in batch] if batch[0][1] is not None else None
         tokens = self.tokenizer.num_tokens(a, b)
-        enc = self.tokenizer(a, b, max_length=self.max_length)
-        trace = [] if explain else None
-        pred, probs, blocks = self.model.predict(*(t.to(self.device) for t in enc), halt=halt, rule=rule, trace=trace)
+        return self.tokenizer(a, b, max_length=self.max_length), [n > self.max_length for n in tokens]
+
+    def result(self, x, probs, blocks: int, truncated: bool) -> dict:
+        """The answer for input x = (text_a, text_b or None) whose a_n at the exit is `probs` (K,)."""
         if not torch.isfinite(probs).all():
             raise TinydactError("the model's answer is not a finite number (NaN or infinity) for an input of this batch")
-        results = []
-        for j, (text_a, text_b) in enumerate(batch):
-            k = int(pred[j])
-            r = {"text": text_a, **({"pair": text_b} if text_b is not None else {}), "label": self.labels[k],
-                 "confidence": probs[j, k].item(), "probs": dict(zip(self.labels, probs[j].tolist())),
-                 "blocks": int(blocks[j]), "num_blocks": self.num_blocks, "truncated": tokens[j] > self.max_length}
-            if explain:
-                r["steps"] = trace[j]
-            results.append(r)
-        return results
+        k = int(probs.argmax())
+        return {"text": x[0], **({"pair": x[1]} if x[1] is not None else {}), "label": self.labels[k],
+                "confidence": probs[k].item(), "probs": dict(zip(self.labels, probs.tolist())),
+                "blocks": blocks, "num_blocks": self.num_blocks, "truncated": truncated}
 
 
 def as_list(inputs) -> list:

@@ -15,7 +15,7 @@ import click
 from click.core import ParameterSource
 
 from .errors import TinydactError
-from .options import DTYPES, KNOBS, METHODS, RULES, TrainConfig, eval_method
+from .options import DTYPES, KNOBS, METHODS, POLICIES, RULES, SCHEDULERS, TrainConfig, check_serve_options, eval_method
 
 
 class Group(click.Group):
@@ -153,31 +153,6 @@ def eval_(model_dir, data, task, batch_size, max_length, no_halt, rule, method, 
                f"wall-clock    {r['seconds']:.2f} s at batch size {batch_size}")
 
 
-# ----------------------------------------------------------------------------------------
-# classify: print what `tinydact.load(...)(texts)` returns
-# ----------------------------------------------------------------------------------------
-
-
-def classify_inputs(texts, pair) -> list:
-    """Texts or (text_a, text_b) pairs from the TEXT arguments and --pair, or from standard
-    input for `-`: one text per line, a TAB between the two sentences of a pair."""
-    from .data import text_lines
-
-    if list(texts) == ["-"]:
-        if pair is not None:
-            raise TinydactError("--pair goes with one TEXT argument; on standard input, a TAB separates the two sentences")
-        return text_lines(sys.stdin.buffer.read(), "standard input")
-    if not texts:
-        raise TinydactError("no text given: pass TEXT..., or - to read one text per line from standard input")
-    if "-" in texts:
-        raise TinydactError("'-' (read standard input) must be the only TEXT")
-    if pair is not None and len(texts) != 1:
-        raise TinydactError(f"--pair goes with exactly one TEXT, got {len(texts)}")
-    if pair is not None and not pair.strip():
-        raise TinydactError("--pair is empty")
-    return [(texts[0], pair)] if pair is not None else list(texts)
-
-
 @cli.command()
 @click.argument("texts", nargs=-1, metavar="TEXT...")
 @click.option("--model", "model_dir", default=None, metavar="DIR", help=MODEL_HELP + " (default: the shipped weights/)")
@@ -195,9 +170,10 @@ def classify(texts, model_dir, pair, batch_size, no_halt, rule, as_json, explain
     TEXT `-` reads one text per line from standard input (a TAB between the two sentences
     of a pair). Prints the label, its probability in a_n at the exit, and the blocks run."""
     from .api import load
+    from .data import command_line_inputs
     from .explain import legend, table
 
-    inputs = classify_inputs(texts, pair)
+    inputs = command_line_inputs(texts, pair, sys.stdin.buffer.read)
     clf = load(model_dir, device, dtype)
     warning = clf.input_warning(inputs)
     if warning:
@@ -245,6 +221,41 @@ def download(name, task, to):
     cfg = r["config"]
     converted = ", pytorch_model.bin converted to model.safetensors" if r["weights"] == "pytorch_model.bin" else ""
     click.echo(f"wrote {r['path']}: {cfg.num_hidden_layers} blocks, hidden size {cfg.hidden_size}{converted}")
+
+
+@cli.command()
+@click.option("--model", "model_dir", default=None, metavar="DIR", help=MODEL_HELP + " (default: the shipped weights/)")
+@click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="port (0: any free one, printed)")
+@click.option("--scheduler", type=click.Choice(SCHEDULERS), default="depth", show_default=True,
+              help="depth: rows join and leave between blocks; compact: batch by batch, early exit; static: every block")
+@click.option("--policy", type=click.Choice(POLICIES), default="oldest", show_default=True,
+              help="depth: run the block whose queue holds the oldest request, or the longest queue's")
+@click.option("--max-batch", type=click.IntRange(min=1), default=32, show_default=True, help="rows in one block run")
+@click.option("--max-wait-ms", type=click.FloatRange(min=0), default=5.0, show_default=True, help="how long new rows wait for others")
+@click.option("--max-queue", type=click.IntRange(min=1), default=1024, show_default=True,
+              help="texts in the service at once; beyond it a request gets 503")
+@RULE
+@DEVICE
+@DTYPE
+def serve(model_dir, host, port, scheduler, policy, max_batch, max_wait_ms, max_queue, rule, device, dtype):
+    """Answer POST /classify over HTTP (GET /health, GET /metrics): see tinydact/server.py."""
+    from .api import load
+    from .scheduler import Service
+    from .server import listen, serve, uvicorn_or_error
+
+    ctx = click.get_current_context()
+    check_serve_options(scheduler, {n for n in ("rule", "policy") if ctx.get_parameter_source(n) == ParameterSource.COMMANDLINE})
+    uvicorn_or_error()  # before the model loads
+    clf = load(model_dir, device, dtype)
+    sock = listen(host, port)
+    info = {"model": str(model_dir or "weights/"), "num_blocks": clf.num_blocks, "labels": clf.labels, "scheduler": scheduler}
+    host, port = sock.getsockname()[:2]
+    click.echo(f"serving {info['model']} ({clf.num_blocks} blocks, scheduler {scheduler}) on http://{host}:{port} "
+               "(Ctrl-C stops after the requests in flight)", err=True)
+    service = Service(clf, scheduler, policy, rule, max_batch, max_wait_ms, max_queue)
+    serve(service, info, sock)
+    click.echo(f"stopped: {service.metrics()['requests']} requests answered", err=True)
 
 
 def main(argv=None):

@@ -170,6 +170,26 @@ def text_lines(data: bytes, source: str) -> list:
     return inputs
 
 
+def command_line_inputs(texts, pair, read_stdin) -> list:
+    """Texts or (text_a, text_b) pairs from the TEXT arguments and --pair of `tinydact
+    classify`, or from standard input (`read_stdin()`, bytes) for `-`: one text per line, a
+    TAB between the two sentences of a pair."""
+    if list(texts) == ["-"]:
+        if pair is not None:
+            raise TinydactError("--pair goes with one TEXT argument; on standard input, a TAB separates the two sentences")
+        return text_lines(read_stdin(), "standard input")
+    if not texts:
+        raise TinydactError("no text given: pass TEXT..., or - to read one text per line from standard input")
+    if "-" in texts:
+        raise TinydactError("'-' (read standard input) must be the only TEXT")
+    if pair is not None and len(texts) != 1:
+        raise TinydactError(f"--pair goes with exactly one TEXT, got {len(texts)}")
+    if pair is not None and not pair.strip():
+        raise TinydactError("--pair is empty")
+    return [(texts[0], pair)] if pair is not None else list(texts)
+
+
+
 def example_lengths(examples, tokenizer, max_length: int):
     """Token counts after truncation, used to bucket examples of similar length."""
     texts = [e.text_a for e in examples]

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field, fields
 from .errors import TinydactError
 
 RULES = ("paper", "tight")  # the halting rules (docs/dact.md §3): the paper's bound, or the tight one
+SCHEDULERS = ("depth", "compact", "static")  # `tinydact serve`: scheduler.py
+POLICIES = ("oldest", "fullest")  # which depth queue the depth scheduler serves next
 
 # What each DACT head reads after its block (our choices): the [CLS] state (the default), the
 # same through a LayerNorm of the head's own, or the mean of the block's token states.
@@ -34,6 +36,14 @@ def check_choice(value, choices: tuple, what: str):
     if value not in choices:
         raise TinydactError(f"{what} must be one of {', '.join(choices)}, got {value!r}")
     return value
+
+
+def check_serve_options(scheduler: str, given: set):
+    """`tinydact serve`: an error for an option given (a name in `given`) that `scheduler` does
+    not use (static runs every block: no halting rule; only the depth scheduler has a policy)."""
+    unused = {"static": {"rule", "policy"}, "compact": {"policy"}}.get(scheduler, set()) & set(given)
+    if unused:
+        raise TinydactError(f"--{min(unused)} does nothing with --scheduler {scheduler}")
 
 
 def check_rule(rule):

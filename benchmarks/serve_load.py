@@ -18,9 +18,10 @@ from other errors (other statuses, refused connections, no answer within `--time
 schedule and rate: the offered rate, the achieved throughput (answers per second, until the
 last one), p50 and p99 latency of the answered requests, the mean blocks, the 503s and
 errors. A rate meets the SLO when every request was answered with 200 and p99 <= `--slo-ms`;
-once a rate is missed with requests refused or lost, or answered at under 80% of the
-rate they were sent at (the server is saturated), the schedule's higher rates are not run. The headline: each schedule's highest
-rate that meets the SLO, and depth's against static's and compact's.
+once a rate is missed with requests refused or lost, or answered at under 80% of the rate
+they were sent at (the server is saturated), the schedule's higher rates are not run. The
+headline: each schedule's highest rate that meets the SLO, and depth's against static's and
+compact's.
 
 Texts: SST-2 dev sentences (`data/glue/SST-2` in $TINYDACT_HOME or ~/.cache/tinydact), or
 else a few written here; shuffled with `--seed`. Writes serve_load.md and serve_load.csv into
@@ -51,7 +52,7 @@ from tinydact.data import read_examples
 from tinydact.errors import TinydactError
 from tinydact.home import locate
 
-SCHEDULES = {"static": ("static", "oldest"), "compact": ("compact", "oldest"),
+SCHEDULES = {"static": ("static", ""), "compact": ("compact", ""),
              "depth": ("depth", "oldest"), "depth-fullest": ("depth", "fullest")}  # name: (--scheduler, --policy)
 SENTENCES = [  # without SST-2: short reviews, clear-cut and mixed
     "a masterpiece: funny, moving and beautifully acted.", "the worst film i have seen this year.",
@@ -69,7 +70,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--results", required=True, help="folder for serve_load.md and serve_load.csv")
     ap.add_argument("--model", default=None, help="DACT-BERT checkpoint (default: the shipped model, weights/)")
     ap.add_argument("--schedules", default=",".join(SCHEDULES), help=f"comma-separated, of {', '.join(SCHEDULES)}")
-    ap.add_argument("--rates", default="5,10,20,40,80", help="offered rates, requests per second, comma-separated")
+    ap.add_argument("--rates", default="5,10,20,30,40,50,60,80,100,120,160",
+                    help="offered rates, requests per second, comma-separated (the headline is only as fine as this grid)")
     ap.add_argument("--seconds", type=float, default=20.0, help="how long each rate is offered")
     ap.add_argument("--requests", type=int, default=2000, help="at most this many requests per rate")
     ap.add_argument("--slo-ms", type=float, default=500.0, help="the p99 latency a rate must stay under")
@@ -95,11 +97,12 @@ def numbers(text: str, kind, name: str) -> list:
 
 
 def load_texts(seed: int) -> tuple:
-    """(texts shuffled with `seed`, a line saying where they come from)."""
+    """(texts shuffled with `seed`, what they are), saying where they come from."""
     data, line = locate("data/glue/SST-2", None, f"the {len(SENTENCES)} sentences written into serve_load.py")
+    print(line, flush=True)
     texts = list(SENTENCES) if data is None else [e.text_a for e in read_examples(data / "dev.tsv")[0]]
     random.Random(seed).shuffle(texts)
-    return texts, line
+    return texts, f"{len(texts)} {'sentences written into serve_load.py' if data is None else 'SST-2 dev sentences'}"
 
 
 def poisson_arrivals(rate: float, seconds: float, most: int, seed: int) -> list:
@@ -159,13 +162,14 @@ def dechunk(body: bytes) -> bytes:
 
 class Server:
     """`tinydact serve` with one schedule, on a free port, its output in a temporary file;
-    `stop()` sends SIGTERM (it drains, then exits) and returns its exit code."""
+    `stop()` sends SIGINT, a Ctrl-C (it drains, then exits), and returns its exit code."""
 
     def __init__(self, args, scheduler: str, policy: str):
         self.port, self.log = free_port(), tempfile.TemporaryFile()
         command = [sys.executable, "-m", "tinydact", "serve", "--host", "127.0.0.1", "--port", str(self.port),
-                   "--scheduler", scheduler, "--policy", policy, "--max-batch", str(args.max_batch),
+                   "--scheduler", scheduler, "--max-batch", str(args.max_batch),
                    "--max-wait-ms", str(args.max_wait_ms), "--max-queue", str(args.max_queue)]
+        command += ["--policy", policy] if policy else []
         command += ["--model", args.model] if args.model else []
         env = {**os.environ, "OMP_NUM_THREADS": str(args.server_threads)}
         self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT, env=env)
@@ -186,7 +190,7 @@ class Server:
 
     def stop(self) -> int:
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+            self.process.send_signal(signal.SIGINT)
             try:
                 self.process.wait(timeout=60)
             except subprocess.TimeoutExpired:
@@ -195,15 +199,19 @@ class Server:
         return self.process.returncode
 
     def idle(self, timeout: float = 120.0) -> None:
-        """Wait until the server's queue is empty (requests that timed out may still be queued)."""
+        """Wait until the server holds no rows (requests that timed out may still be queued)."""
         deadline = time.monotonic() + timeout
-        while get_json(self.port, "/metrics")["queue_depth"] > 0 and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
+            metrics = get_json(self.port, "/metrics")
+            if metrics["queue_depth"] == 0 and metrics["in_service"] == 0:
+                return
             time.sleep(0.2)
 
 
 def check_answers(port: int, texts: list, expected: list, name: str) -> None:
     """All texts in one request, then each in its own request, all at once: every answer's
-    label and blocks must be `expected`'s (tinydact.load()'s), or the run stops."""
+    label and blocks must be `expected`'s (tinydact.load()'s; static runs all N blocks), or
+    the run stops."""
     async def ask():
         return await asyncio.gather(post(port, {"texts": texts}), *(post(port, {"texts": [t]}) for t in texts))
 
@@ -211,14 +219,15 @@ def check_answers(port: int, texts: list, expected: list, name: str) -> None:
     if any(status != 200 for status, _ in answers):
         raise TinydactError(f"{name}: the check requests got {sorted({s for s, _ in answers})}: {answers[0][1]}")
     got = answers[0][1]["results"] + [body["results"][0] for _, body in answers[1:]]
-    wrong = [r["text"] for r, e in zip(got, expected * 2) if (r["label"], r["blocks"]) != (e["label"], e["blocks"])]
+    blocks = "num_blocks" if SCHEDULES[name][0] == "static" else "blocks"
+    wrong = [r["text"] for r, e in zip(got, expected * 2) if (r["label"], r["blocks"]) != (e["label"], e[blocks])]
     if wrong or len(got) != 2 * len(expected):
         raise TinydactError(f"{name}: {len(wrong)} answers differ from tinydact.load()'s, e.g. {wrong[:1]}")
 
 
 async def offer(port: int, texts: list, times: list, timeout: float) -> tuple:
     """Send one request per time (seconds from now, one text each), open loop. Returns one
-    record per request and the seconds from the first send to the last answer."""
+    record per request and the seconds from the start to the last answer."""
     loop = asyncio.get_running_loop()
     start = loop.time() + 0.05
 
@@ -267,6 +276,8 @@ def run_schedule(name: str, args, texts: list, expected: list, rates: list) -> l
     scheduler, policy = SCHEDULES[name]
     server, rows = Server(args, scheduler, policy), []
     try:
+        if server.health["scheduler"] != scheduler:
+            raise TinydactError(f"asked for --scheduler {scheduler}, the server says {server.health['scheduler']}")
         check_answers(server.port, texts[: args.check], expected, name)
         print(f"{name}: listening on port {server.port}, answers equal tinydact.load()'s on "
               f"{len(expected)} texts (in one request and one by one)", flush=True)
@@ -276,6 +287,7 @@ def run_schedule(name: str, args, texts: list, expected: list, rates: list) -> l
                 continue
             times = poisson_arrivals(rate, args.seconds, args.requests, args.seed * 1000 + k)  # the same for every schedule
             records, seconds = asyncio.run(offer(server.port, texts, times, args.timeout))
+            seconds = max(seconds, args.seconds)  # throughput: per second offered, or until the last answer
             rows.append(summary(name, rate, records, seconds, args.slo_ms))
             r = rows[-1]
             print(f"  {rate:g} req/s: {r['ok']}/{r['sent']} answered, {r['achieved_rps']} req/s, p50 {r['p50_ms']} ms, "
@@ -285,7 +297,7 @@ def run_schedule(name: str, args, texts: list, expected: list, rates: list) -> l
     finally:
         code = server.stop()
     if code != 0:
-        raise TinydactError(f"{name}: tinydact serve exited with code {code} after SIGTERM:\n{server.output()}")
+        raise TinydactError(f"{name}: tinydact serve exited with code {code} after a Ctrl-C (SIGINT):\n{server.output()}")
     return rows
 
 
@@ -327,8 +339,7 @@ def main():
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # a connection per request in flight, here and in the server
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
     torch.set_num_threads(args.server_threads)  # the reference answers; and cpu_description names the server's threads
-    texts, line = load_texts(args.seed)
-    print(line, flush=True)
+    texts, what = load_texts(args.seed)
     expected = tinydact.load(args.model)(texts[: args.check])
     rows = []
     for name in names:
@@ -338,9 +349,9 @@ def main():
              f"- server: `tinydact serve` with OMP_NUM_THREADS={args.server_threads}, --max-batch {args.max_batch}, "
              f"--max-wait-ms {args.max_wait_ms:g}, --max-queue {args.max_queue}; {os.cpu_count()} cores; the client is "
              "one Python process (asyncio), a new connection per request",
-             f"- {line}; one text per request, Poisson arrivals for {args.seconds:g} s (at most {args.requests}) per rate, "
+             f"- texts: {what}, one per request; Poisson arrivals for {args.seconds:g} s (at most {args.requests}) per rate, "
              f"seed {args.seed}, the same for every schedule",
-             f"- every schedule's answers on {len(expected)} texts equal tinydact.load()'s (labels and blocks)",
+             f"- every schedule's answers on {len(expected)} texts equal tinydact.load()'s (labels, and blocks: N for static)",
              "- latency: from the moment a request was due to the last byte of its answer; p50 and p99 of the "
              "answered requests; a rate is not run after a lower one saturated the server", "",
              *table(rows), "", *headline(rows, names, args.slo_ms)]

@@ -45,15 +45,17 @@ PICTURES = Path(tinydact.__file__).resolve().parent.parent / "tutorials"
 # the fixed cost of a call (the weights read, the kernels launched, Python) is paid once.
 #
 # - **static**: take the rows waiting (up to `max_batch`), run all N blocks on all of them,
-#   answer them, take the next batch. A row that could stop after block 1 runs N blocks.
+#   answer them (with `a_N`), take the next batch. A row that could stop after block 1 runs
+#   N blocks.
 # - **compact**: the same batch with tutorial 5's early exit (`DACTBert.predict`): halted
 #   rows leave before the next block. But the batch is answered when `predict` returns,
 #   after its deepest row, and a request that arrives meanwhile waits for all of it.
-# - **depth**: one queue per block. A new row joins queue 1. A *tick* runs block n on the
-#   rows in queue n; then the rows whose halting test passes leave with their answer, the
-#   others move to queue n + 1. The policy picks the queue: `oldest`, the one holding the
-#   request that has waited longest (none starves), or `fullest`, the longest (fuller
-#   calls, fewer fixed costs). A new request starts at the next tick, and rows of different
+# - **depth**: one queue per depth: queue n holds the rows that have run n blocks, and new
+#   rows join queue 0. A *tick* runs block n + 1 on the rows of queue n; then the rows whose
+#   halting test passes leave with their answer, the others join queue n + 1. The policy
+#   picks the queue: `oldest`, the one whose first row has waited longest (since it arrived
+#   or ran its last block: every queue in turn), or `fullest`, the longest (fuller calls,
+#   fewer fixed costs). A new request starts within a tick or two, and rows of different
 #   requests at the same depth share a call.
 #
 # ## 2. The three, simulated
@@ -90,81 +92,85 @@ def batch_at_a_time(requests, N, max_batch, early_exit):
 
 
 def depth_queues(requests, N, max_batch, policy):
-    """depth: a queue per block; each tick runs one block on (up to max_batch of) its queue's rows."""
-    t, pending, queues, finish, log = 0, sorted(requests, key=lambda r: r.arrival), {n: [] for n in range(1, N + 1)}, {}, []
-    while pending or any(queues.values()):
-        if not any(queues.values()):
+    """depth: queues[n] holds the rows that have run n blocks (as in tinydact/scheduler.py);
+    each tick runs block n + 1 on (up to max_batch of) the rows of one queue."""
+    t, pending, finish, log = 0, sorted(requests, key=lambda r: r.arrival), {}, []
+    queues, since = [[] for _ in range(N)], {r.name: r.arrival for r in requests}  # since: joined its queue
+    while pending or any(queues):
+        if not any(queues):
             t = max(t, pending[0].arrival)  # idle until the next arrival
-        queues[1] += [r for r in pending if r.arrival <= t]  # new rows enter at block 1
+        queues[0] += [r for r in pending if r.arrival <= t]  # new rows have run 0 blocks
         pending = [r for r in pending if r.arrival > t]
-        live = [n for n in queues if queues[n]]
-        if policy == "oldest":  # the queue holding the request that arrived first (ties: the shallower)
-            n = min(live, key=lambda n: min(r.arrival for r in queues[n]))
-        else:  # "fullest": the longest queue (ties: the shallower)
-            n = max(live, key=lambda n: len(queues[n]))
+        live = [n for n in range(N) if queues[n]]
+        if policy == "oldest":  # the queue whose first row has waited longest (ties: the deeper)
+            n = min(live, key=lambda n: (since[queues[n][0].name], -n))
+        else:  # "fullest": the longest queue (ties: the deeper)
+            n = max(live, key=lambda n: (len(queues[n]), n))
         rows, queues[n] = queues[n][:max_batch], queues[n][max_batch:]
-        log.append((t, cost(len(rows)), n, rows))
+        log.append((t, cost(len(rows)), n + 1, rows))  # block n + 1
         t += cost(len(rows))
-        for r in rows:  # halted rows leave with their answer, the others go one queue deeper
-            if r.depth == n:
+        for r in rows:  # halted rows leave with their answer, the others wait for the next block
+            if r.depth == n + 1:
                 finish[r.name] = t
             else:
                 queues[n + 1].append(r)
+                since[r.name] = t
     return finish, log
 
 
 # %% [markdown]
-# The tiny case: N = 3 blocks, `C0 = 2`, `C1 = 1`. A deep request A (all 3 blocks) and a
-# short one B (1 block) arrive at 0; C and D (1 block each) at 1 and 2; E (2 blocks) at 4.
+# The tiny case: N = 3 blocks, `C0 = 2`, `C1 = 1`. A deep request A (3 blocks) and a short
+# one B (1 block) arrive at 0; C and D (1 block each) at 3 and 5; E (2 blocks) at 6.
 #
-# Try it on paper first. **Static**: A and B run 3 blocks of 2 rows, 3 × 4 = 12: both
-# finish at 12. Then C, D, E: 3 × 5 = 15, they finish at 27. **Compact**: A and B run
-# block 1 (4, t = 4), B halts; A alone runs blocks 2 and 3 (3 + 3): both are answered at
-# 10. C, D, E: block 1 (5, t = 15), C and D halt, E runs block 2 (t = 18). **Depth,
-# oldest**: block 1 on A, B (t = 4): B is answered at 4; C, D and E are in queue 1 by now,
-# but A is the oldest: blocks 2 and 3 on A (t = 7, 10); block 1 on C, D, E (t = 15); block 2
-# on E (t = 18). **Depth, fullest**: after t = 4, queue 1 (C, D, E) is the longest: t = 9,
-# C and D answered; E joins A in queue 2, one call for both (4, t = 13), E answered; A's
-# block 3, t = 16.
+# Try it on paper first. **Static**: A and B run 3 blocks of 2 rows, 3 × 4 = 12, and finish
+# at 12; then C, D, E: 3 × 5 = 15, they finish at 27. **Compact**: block 1 on A, B (4, t =
+# 4), B halts; A alone runs blocks 2 and 3 (3 + 3): both are answered at 10. C, D, E:
+# block 1 (5, t = 15), C and D halt; block 2 on E (3, t = 18). **Depth, oldest**: block 1
+# on A, B (t = 4): B is answered at 4, A joins queue 1 at 4; C has waited in queue 0 since
+# 3, so block 1 on C (t = 7); A (since 4) before D (since 5): block 2 on A (t = 10); block
+# 1 on D, E (t = 14), D answered; A (since 10) before E (since 14): block 3 on A (t = 17),
+# block 2 on E (t = 20). **Depth, fullest**: at t = 4 queues 0 (C) and 1 (A) tie, the
+# deeper goes first: block 2 on A (t = 7); queue 0 now holds C, D, E: block 1 (5, t = 12),
+# C and D answered; A and E tie again: block 3 on A (t = 15), block 2 on E (t = 18).
 
 # %%
 N_TOY = 3
-TOY = [Request("A", 0, 3), Request("B", 0, 1), Request("C", 1, 1), Request("D", 2, 1), Request("E", 4, 2)]
-SCHEDULES = {
-    "static": lambda reqs: batch_at_a_time(reqs, N_TOY, 32, early_exit=False),
-    "compact": lambda reqs: batch_at_a_time(reqs, N_TOY, 32, early_exit=True),
-    "depth, oldest": lambda reqs: depth_queues(reqs, N_TOY, 32, "oldest"),
-    "depth, fullest": lambda reqs: depth_queues(reqs, N_TOY, 32, "fullest"),
+TOY = [Request("A", 0, 3), Request("B", 0, 1), Request("C", 3, 1), Request("D", 5, 1), Request("E", 6, 2)]
+runs = {  # name: ({request: finish time}, log of block calls)
+    "static": batch_at_a_time(TOY, N_TOY, 32, early_exit=False),
+    "compact": batch_at_a_time(TOY, N_TOY, 32, early_exit=True),
+    "depth, oldest": depth_queues(TOY, N_TOY, 32, "oldest"),
+    "depth, fullest": depth_queues(TOY, N_TOY, 32, "fullest"),
 }
 BY_HAND = {  # the finish times worked out above
     "static": dict(A=12, B=12, C=27, D=27, E=27),
     "compact": dict(A=10, B=10, C=18, D=18, E=18),
-    "depth, oldest": dict(A=10, B=4, C=15, D=15, E=18),
-    "depth, fullest": dict(A=16, B=4, C=9, D=9, E=13),
+    "depth, oldest": dict(A=17, B=4, C=7, D=14, E=20),
+    "depth, fullest": dict(A=15, B=4, C=12, D=12, E=18),
 }
-TOTALS_BY_HAND = {"static": (5 / 27, 19.6, 26), "compact": (5 / 18, 13.4, 17), "depth, oldest": (5 / 18, 11, 14),
-                  "depth, fullest": (5 / 16, 8.8, 16)}  # throughput, mean and worst latency, worked out below
-runs, totals = {}, {}
+TOTALS_BY_HAND = {"static": (5 / 27, 18.2, 24), "compact": (5 / 18, 12, 15), "depth, oldest": (5 / 20, 9.6, 17),
+                  "depth, fullest": (5 / 18, 9.4, 15)}  # throughput, mean and worst latency, worked out below
+totals = {}
 print(f"{'':>15}  finish  " + " ".join(f"{r.name:>3}" for r in TOY) + "   throughput  mean latency  worst")
-for name, schedule in SCHEDULES.items():
-    finish, log = runs[name] = schedule(TOY)
+for name, (finish, log) in runs.items():
     latency = [finish[r.name] - r.arrival for r in TOY]
     totals[name] = (len(TOY) / max(finish.values()), sum(latency) / len(TOY), max(latency))
     print(f"{name:>15}          " + " ".join(f"{finish[r.name]:>3}" for r in TOY)
           + f"   {totals[name][0]:10.3f}  {totals[name][1]:12.1f}  {max(latency):5}")  # fmt: skip
 
 # %% [markdown]
-# Throughput is requests per time unit until the last answer: 5/27, 5/18, 5/18, 5/16.
-# Latency is finish − arrival: on average 98/5 = 19.6, 67/5 = 13.4, 55/5 = 11 and 44/5 = 8.8
-# units; at worst 26 (C, static), 17 (C), 14 (C and E), 16 (A). Compact does static's work in two thirds of the time (8 rows·blocks, the sum of the exit
-# depths, instead of 5 × 3 = 15), but B still waits 10 units for A, and C, D, E wait for
-# the first batch. The depth queues answer B at 4; with `fullest` they answer C, D, E 7 to
-# 9 units after they arrive instead of 14 to 17: the same 8 rows·blocks as compact in 4
-# calls instead of 5, at the price of the deep request A waiting longer (which `oldest`
-# bounds). Which wins under real load, `benchmarks/serve_load.py` measures.
+# Throughput is requests per time unit until the last answer: 5/27, 5/18, 5/20, 5/18.
+# Latency is finish − arrival: on average 91/5 = 18.2, 60/5 = 12, 48/5 = 9.6 and 47/5 = 9.4
+# units; at worst 24 (C, static), 15 (C), 17 (A), 15 (A). Compact does static's work in two
+# thirds of the time (8 rows·blocks, the sum of the exit depths, instead of 5 × 3 = 15, in
+# 5 calls instead of 6), but B waits 10 units for A, and C, D, E for the first batch. The
+# depth queues answer B at 4. `oldest` answers C at once, at the price of one call more
+# (block 1 runs twice: 6 calls, the lowest throughput of the three early-exit schedules);
+# `fullest` gathers C, D, E into one call: compact's throughput, with a lower mean latency.
+# Which wins under real load, `benchmarks/serve_load.py` measures.
 #
-# The picture: one row per block (queue), time to the right; every box is one block call,
-# labelled with the rows it ran.
+# The picture: one row per block, time to the right; every box is one block call, labelled
+# with the rows it ran; the triangles are the arrivals.
 
 # %%
 try:
@@ -179,6 +185,7 @@ if plt is not None:
         for start, duration, n, rows in log:
             ax.broken_barh([(start, duration)], (n - 0.4, 0.8), facecolor=f"C{n - 1}", edgecolor="black", alpha=0.6)
             ax.text(start + duration / 2, n, "".join(r.name for r in rows), ha="center", va="center", fontsize=8)
+        ax.plot([r.arrival for r in TOY], [0.55] * len(TOY), "k^", markersize=5)  # the arrivals
         ax.set(yticks=range(1, N_TOY + 1), ylim=(0.4, N_TOY + 0.6), ylabel="block")
         ax.set_title(f"{name}: finish times " + ", ".join(f"{k} {v}" for k, v in sorted(finish.items())), fontsize=9, loc="left")
     axes[-1].set_xlabel("time (units; one block on b rows costs C0 + C1·b)")
@@ -194,7 +201,8 @@ if plt is not None:
 # returns, and `metrics()` counts requests, rows, blocks per row and latencies. Requests
 # submitted without waiting for answers queue as in section 2. Rows batched with other
 # requests' rows are padded differently, so probabilities may differ in the last bits; labels
-# and blocks may not (the halting test is `dact.py`'s, and exact).
+# and blocks may not (the halting test is `dact.py`'s, and exact). Static runs every block,
+# so it answers what `clf(texts, halt=False)` answers: the same labels, `a_N`, N blocks.
 
 # %%
 from tinydact.scheduler import Service
@@ -202,51 +210,42 @@ from tinydact.scheduler import Service
 clf = tinydact.load()  # the DACT-BERT shipped in weights/
 N = clf.num_blocks
 SENTENCES = [
-    "a masterpiece: funny, moving and beautifully acted.",
-    "the worst film i have seen this year.",
-    "it is not bad, but it is not good either.",
-    "i wanted to like it more than i did.",
-    "brilliant performances and a gripping story.",
-    "only occasionally as clever as it thinks it is.",
-    "a warm, witty and wonderful film.",
-    "the first half drags; the second half almost makes up for it.",
+    "a masterpiece: funny, moving and beautifully acted.", "the worst film i have seen this year.",
+    "it is not bad, but it is not good either.", "i wanted to like it more than i did.",
+    "brilliant performances and a gripping story.", "only occasionally as clever as it thinks it is.",
+    "a warm, witty and wonderful film.", "the first half drags; the second half almost makes up for it.",
 ]
 data, line = locate("data/glue/SST-2", None, f"the {len(SENTENCES)} sentences written into this script")
 print(line)
 TEXTS = SENTENCES if data is None else [e.text_a for e in read_examples(data / "dev.tsv")[0]][: 48 if FAST else 200]
-expected = clf(TEXTS)
+expected, full_depth = clf(TEXTS), clf(TEXTS, halt=False)  # with early exit, and every block (static's answers)
+assert [r["label"] for r in expected] == [r["label"] for r in full_depth], "early exit changed a label"
 print(f"model: N = {N} blocks; {len(TEXTS)} texts, {sum(r['blocks'] for r in expected) / len(TEXTS):.2f} blocks on average")
 
 
-def served(scheduler, policy="oldest"):
-    """Submit every text as its own request, all at once, then a request of all of them; wait
-    for the answers. Returns the results of the one-text requests, of the big one, and the
-    service's metrics."""
-    service = Service(clf, scheduler=scheduler, policy=policy, rule="paper", max_batch=16, max_wait_ms=5.0, max_queue=1024)
+def served(scheduler, policy, want):
+    """Every text as its own request, all submitted at once, and one request of them all.
+    Returns the answers whose label or blocks differ from `want`, the max |probability
+    difference|, and the service's metrics."""
+    service = Service(clf, scheduler=scheduler, policy=policy, max_batch=16, max_wait_ms=5.0)
     try:
         singles = [service.submit([text]) for text in TEXTS]  # never waiting for an answer before the next
         together = service.submit(TEXTS)
-        return [f.result(timeout=300)[0] for f in singles], together.result(timeout=300), service.metrics()
+        got = [f.result(timeout=300)[0] for f in singles] + together.result(timeout=300)
+        metrics = service.metrics()
     finally:
         service.close()  # drains what is still running, stops the thread
-
-
-def differences(results, expected):
-    """(results whose label or blocks differ from the expected ones, max |probability difference|)."""
-    assert len(results) == len(expected), "a result is missing"
-    wrong = sum((r["label"], r["blocks"]) != (e["label"], e["blocks"]) for r, e in zip(results, expected))
-    gap = max(abs(r["probs"][k] - e["probs"][k]) for r, e in zip(results, expected) for k in e["probs"])
-    return wrong, gap
+    pairs = list(zip(got, want * 2, strict=True))
+    wrong = sum((r["label"], r["blocks"]) != (e["label"], e["blocks"]) for r, e in pairs)
+    return wrong, max(abs(r["probs"][k] - e["probs"][k]) for r, e in pairs for k in e["probs"]), metrics
 
 
 checks = {}
 print(f"{'scheduler':>15}  {'blocks/row':>10}  {'p50 ms':>7}  {'p99 ms':>7}  labels/blocks differing  max |Δ prob|")
 for scheduler, policy in [("static", "oldest"), ("compact", "oldest"), ("depth", "oldest"), ("depth", "fullest")]:
-    singles, together, metrics = served(scheduler, policy)
-    wrong, gap = differences(singles + together, expected * 2)
+    wrong, gap, metrics = served(scheduler, policy, full_depth if scheduler == "static" else expected)
     name = scheduler if scheduler != "depth" else f"depth, {policy}"
-    checks[name] = (wrong, gap, metrics["blocks_per_row"])
-    latency = metrics["latency_ms"]
+    checks[name], latency = (wrong, gap, metrics["blocks_per_row"]), metrics["latency_ms"]
     print(f"{name:>15}  {metrics['blocks_per_row']:>10.2f}  {latency['p50']:>7.1f}  {latency['p99']:>7.1f}  "
           f"{wrong:>23}  {gap:.1e}")  # fmt: skip
 
@@ -276,10 +275,10 @@ for scheduler, policy in [("static", "oldest"), ("compact", "oldest"), ("depth",
 # ## The check
 #
 # 1. **The simulation is the one worked out by hand**: the finish times and totals of
-#    section 2, for the four schedules; static runs N blocks on every row, the others each row's exit depth.
-# 2. **The service answers what `clf` answers**, for every scheduler, on one-text requests
-#    submitted together and on one request of all the texts: labels and blocks equal,
-#    probabilities within 1e-6.
+#    section 2; static runs N blocks on every row, the others each row's exit depth.
+# 2. **The service answers what `clf` answers** (static: `clf(texts, halt=False)`, with
+#    the same labels), for every scheduler, on one-text requests submitted together and on
+#    one request of all the texts: labels and blocks equal, probabilities within 1e-6.
 # 3. **Blocks per row**: N for static, `clf`'s average for the others.
 
 # %%

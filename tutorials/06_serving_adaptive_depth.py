@@ -266,8 +266,8 @@ for scheduler, policy in [("static", "oldest"), ("compact", "oldest"), ("depth",
 #
 #     curl -s localhost:8000/classify -H 'Content-Type: application/json' \
 #          -d '{"texts": ["a gripping, beautiful film", "dull and far too long"]}'
-#     curl -s localhost:8000/health      # {"status": "ok", "model": ..., "num_blocks": 6, "scheduler": "depth"}
-#     curl -s localhost:8000/metrics     # requests, rows, blocks_per_row, queue_depth, latency_ms
+#     curl -s localhost:8000/health      # {"status": "ok", "model": "weights/", "num_blocks": 6, "labels": [...], ...}
+#     curl -s localhost:8000/metrics     # requests, rows, blocks_per_row, queue_depth, queues, latency_ms, ...
 #
 # `benchmarks/serve_load.py` offers Poisson arrivals at several rates to each scheduler and
 # reports, side by side, the rate each sustains under a p99 latency bound.

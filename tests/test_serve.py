@@ -230,9 +230,11 @@ def test_bad_requests_get_a_4xx_and_one_clear_message(server, path, body, raw, m
 
 
 @pytest.mark.slow
-def test_a_full_queue_answers_503_and_ctrl_c_answers_the_requests_in_flight():
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_full_queue_answers_503_and_ctrl_c_answers_the_requests_in_flight(sig):
     """Rows wait for a batch that never fills (--max-wait-ms 10 minutes): a second request that
-    would overfill --max-queue gets 503; Ctrl-C then answers the one held, and exits 0."""
+    would overfill --max-queue gets 503; Ctrl-C (or SIGTERM) then answers the one held, and
+    the service exits 0."""
     s = Server("--scheduler", "static", "--max-batch", "64", "--max-wait-ms", "600000", "--max-queue", "3")
     with ThreadPoolExecutor(1) as pool:
         held = pool.submit(s.request, "/classify", {"texts": TEXTS[:2]})
@@ -241,7 +243,7 @@ def test_a_full_queue_answers_503_and_ctrl_c_answers_the_requests_in_flight():
         status, answer = s.request("/classify", {"texts": TEXTS[2:4]})
         assert status == 503 and "full" in answer["error"]
         assert not held.done()
-        code, err = s.stop(signal.SIGINT)
+        code, err = s.stop(sig)
         status, answer = held.result(timeout=60)
     assert status == 200 and [r["text"] for r in answer["results"]] == TEXTS[:2]
     assert code == 0 and "Traceback" not in err and "stopped: 1 requests answered" in err, err

@@ -14,6 +14,7 @@ lifespan shutdown closes the service, which answers whatever it still holds.
 
 import asyncio
 import json
+import signal
 import socket
 import threading
 
@@ -155,7 +156,12 @@ def serve(service, info: dict, sock: socket.socket) -> None:
             super().handle_exit(sig, frame)
 
     config = uvicorn.Config(make_app(service, info), lifespan="on", log_level="warning", access_log=False)
+    # uvicorn raises the signal it caught again once everything has finished: SIGTERM then
+    # arrives as a KeyboardInterrupt, like Ctrl-C, and both end here, exit status 0
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         Server(config).run(sockets=[sock])
-    except KeyboardInterrupt:  # uvicorn raises the Ctrl-C again once everything has finished
+    except KeyboardInterrupt:
         pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -1,6 +1,6 @@
 """`tinydact serve` under load: the schedulers side by side, on real HTTP, at several rates.
 
-For each schedule (static, compact, depth with policy oldest, depth with policy fullest) the
+For each schedule (static, compact, and depth with each policy: oldest, fair, fullest) the
 script starts `tinydact serve` on a free port of 127.0.0.1 (torch on `--server-threads`
 threads, so that this client keeps a core of its own), checks its answers against
 `tinydact.load()` on a fixed set of texts (labels and blocks must be equal, or the run
@@ -53,7 +53,8 @@ from tinydact.errors import TinydactError
 from tinydact.home import locate
 
 SCHEDULES = {"static": ("static", ""), "compact": ("compact", ""),
-             "depth": ("depth", "oldest"), "depth-fullest": ("depth", "fullest")}  # name: (--scheduler, --policy)
+             "depth": ("depth", "oldest"), "depth-fair": ("depth", "fair"),
+             "depth-fullest": ("depth", "fullest")}  # name: (--scheduler, --policy)
 SENTENCES = [  # without SST-2: short reviews, clear-cut and mixed
     "a masterpiece: funny, moving and beautifully acted.", "the worst film i have seen this year.",
     "i loved every minute of it.", "an awful, boring mess.", "it is not bad, but it is not good either.",

@@ -34,7 +34,7 @@ TEXTS = [
     "the best thing i have seen this year, and the worst", "visually stunning, emotionally hollow", "it is what it is",
     "the movie",
 ]
-SCHEDULES = [("depth", "oldest"), ("depth", "fullest"), ("compact", "oldest"), ("static", "oldest")]
+SCHEDULES = [("depth", "oldest"), ("depth", "fair"), ("depth", "fullest"), ("compact", "oldest"), ("static", "oldest")]
 
 
 @pytest.fixture(scope="module")
@@ -72,8 +72,8 @@ def test_every_scheduler_answers_what_the_classifier_answers(clf, scheduler, pol
 
 def test_the_depth_scheduler_runs_one_block_on_rows_of_several_depths_and_requests(clf, monkeypatch):
     """Rows join a queue between blocks: a new request starts at block 1 while the rows of an
-    earlier one are still deep in the blocks (policy oldest: each queue in turn)."""
-    service = Service(clf, "depth", "oldest", max_batch=32, max_wait_ms=0)
+    earlier one are still deep in the blocks (policy fair: each queue in turn)."""
+    service = Service(clf, "depth", "fair", max_batch=32, max_wait_ms=0)
     ticks = []
     tick = service.scheduler.tick
 

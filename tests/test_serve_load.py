@@ -90,7 +90,7 @@ def test_quick_mode_against_the_real_server(tmp_path):
         assert float(r["p50_ms"]) <= float(r["p99_ms"]), r
     # the same texts at the same times: static runs all 6 blocks, the others the same exits, fewer
     blocks = {r["schedule"]: float(r["mean_blocks"]) for r in rows}
-    assert blocks["static"] == 6 and blocks["compact"] == blocks["depth"] == blocks["depth-fullest"] < 6, blocks
+    assert blocks["static"] == 6 and blocks["compact"] == blocks["depth"] == blocks["depth-fair"] == blocks["depth-fullest"] < 6, blocks
     report = (tmp_path / "serve_load.md").read_text()
     assert "- CPU: " in report and "python benchmarks/serve_load.py --rates 5" in report
     assert "| depth-fullest | 5 |" in report and "depth / static" in report and "depth / compact" in report

@@ -230,7 +230,7 @@ def download(name, task, to):
 @click.option("--scheduler", type=click.Choice(SCHEDULERS), default="depth", show_default=True,
               help="depth: rows join and leave between blocks; compact: batch by batch, early exit; static: every block")
 @click.option("--policy", type=click.Choice(POLICIES), default="oldest", show_default=True,
-              help="depth: run the block whose queue holds the oldest request, or the longest queue's")
+              help="depth: run the block of the oldest request, the longest-waiting row, or the longest queue")
 @click.option("--max-batch", type=click.IntRange(min=1), default=32, show_default=True, help="rows in one block run")
 @click.option("--max-wait-ms", type=click.FloatRange(min=0), default=5.0, show_default=True, help="how long new rows wait for others")
 @click.option("--max-queue", type=click.IntRange(min=1), default=1024, show_default=True,

@@ -15,7 +15,7 @@ from .errors import TinydactError
 
 RULES = ("paper", "tight")  # the halting rules (docs/dact.md §3): the paper's bound, or the tight one
 SCHEDULERS = ("depth", "compact", "static")  # `tinydact serve`: scheduler.py
-POLICIES = ("oldest", "fullest")  # which depth queue the depth scheduler serves next
+POLICIES = ("oldest", "fair", "fullest")  # which depth queue the depth scheduler serves next
 
 # What each DACT head reads after its block (our choices): the [CLS] state (the default), the
 # same through a LayerNorm of the head's own, or the mean of the block's token states.

@@ -15,9 +15,12 @@ queue n. After the block, the DACT head and the halting test run on those rows (
 functions `DACTBert.predict` uses: `dact_update`, `can_halt`); rows that pass leave with
 their answer, the others join queue n + 1. A new request starts at block 1 on the next tick
 that picks queue 0, whatever the depth of the rows before it. Which queue a tick serves is
-the policy: `oldest` (the queue whose first row has waited longest for its next block: every
-queue is served in turn, a new row waits a tick or two, never for the deep rows to finish) or
-`fullest` (the longest queue: the most rows per block run). Every row's blocks are the
+the policy: `oldest` (the queue whose first row belongs to the oldest request: first come,
+first served), `fair` (the queue whose first row has waited longest for its next block:
+every queue in turn, so a new row waits a tick or two, never for deep rows to finish) or
+`fullest` (the longest queue: the most rows per block run; a lone deep row may starve).
+Whatever the policy, a row is answered after the block where it halts, not when the rows
+it was batched with are done. Every row's blocks are the
 same blocks run in the same order with the same test, so predictions are those of full depth
 (`--no-halt`), as in `predict`; only the rows batched together differ, which moves float32
 results in their last bits, never the exactness argument (docs/dact.md §3).
@@ -105,6 +108,8 @@ class DepthQueues:
         """The depth n whose queue the next tick serves (block n + 1 runs)."""
         live = [n for n, q in enumerate(self.queues) if q]
         if self.policy == "oldest":
+            return min(live, key=lambda n: (self.queues[n][0].job.arrived, -n))
+        if self.policy == "fair":
             return min(live, key=lambda n: (self.queues[n][0].since, -n))
         return max(live, key=lambda n: (len(self.queues[n]), n))
 

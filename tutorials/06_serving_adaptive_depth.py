@@ -53,10 +53,12 @@ PICTURES = Path(tinydact.__file__).resolve().parent.parent / "tutorials"
 # - **depth**: one queue per depth: queue n holds the rows that have run n blocks, and new
 #   rows join queue 0. A *tick* runs block n + 1 on the rows of queue n; then the rows whose
 #   halting test passes leave with their answer, the others join queue n + 1. The policy
-#   picks the queue: `oldest`, the one whose first row has waited longest (since it arrived
-#   or ran its last block: every queue in turn), or `fullest`, the longest (fuller calls,
-#   fewer fixed costs). A new request starts within a tick or two, and rows of different
-#   requests at the same depth share a call.
+#   picks the queue: `oldest`, the one whose first row belongs to the oldest request (first
+#   come, first served); `fair`, the one whose first row has waited longest (since it arrived
+#   or ran its last block: every queue in turn, so a new request starts within a tick or
+#   two); or `fullest`, the longest (fuller calls, fewer fixed costs). Rows of different
+#   requests at the same depth share a call, and a row is answered after the block where it
+#   halts, whatever the rows it ran with still have to do.
 #
 # ## 2. The three, simulated
 #
@@ -102,7 +104,9 @@ def depth_queues(requests, N, max_batch, policy):
         queues[0] += [r for r in pending if r.arrival <= t]  # new rows have run 0 blocks
         pending = [r for r in pending if r.arrival > t]
         live = [n for n in range(N) if queues[n]]
-        if policy == "oldest":  # the queue whose first row has waited longest (ties: the deeper)
+        if policy == "oldest":  # the queue whose first row arrived first (ties: the deeper)
+            n = min(live, key=lambda n: (queues[n][0].arrival, -n))
+        elif policy == "fair":  # the queue whose first row has waited longest (ties: the deeper)
             n = min(live, key=lambda n: (since[queues[n][0].name], -n))
         else:  # "fullest": the longest queue (ties: the deeper)
             n = max(live, key=lambda n: (len(queues[n]), n))
@@ -126,6 +130,9 @@ def depth_queues(requests, N, max_batch, policy):
 # at 12; then C, D, E: 3 × 5 = 15, they finish at 27. **Compact**: block 1 on A, B (4, t =
 # 4), B halts; A alone runs blocks 2 and 3 (3 + 3): both are answered at 10. C, D, E:
 # block 1 (5, t = 15), C and D halt; block 2 on E (3, t = 18). **Depth, oldest**: block 1
+# on A, B (t = 4): B is answered at 4 (not at 10, as in compact); A arrived before C: block
+# 2 on A (t = 7), block 3 on A (t = 10); then C, D, E, block 1 (t = 15), C and D answered;
+# block 2 on E (t = 18). **Depth, fair**: block 1
 # on A, B (t = 4): B is answered at 4, A joins queue 1 at 4; C has waited in queue 0 since
 # 3, so block 1 on C (t = 7); A (since 4) before D (since 5): block 2 on A (t = 10); block
 # 1 on D, E (t = 14), D answered; A (since 10) before E (since 14): block 3 on A (t = 17),
@@ -140,16 +147,18 @@ runs = {  # name: ({request: finish time}, log of block calls)
     "static": batch_at_a_time(TOY, N_TOY, 32, early_exit=False),
     "compact": batch_at_a_time(TOY, N_TOY, 32, early_exit=True),
     "depth, oldest": depth_queues(TOY, N_TOY, 32, "oldest"),
+    "depth, fair": depth_queues(TOY, N_TOY, 32, "fair"),
     "depth, fullest": depth_queues(TOY, N_TOY, 32, "fullest"),
 }
 BY_HAND = {  # the finish times worked out above
     "static": dict(A=12, B=12, C=27, D=27, E=27),
     "compact": dict(A=10, B=10, C=18, D=18, E=18),
-    "depth, oldest": dict(A=17, B=4, C=7, D=14, E=20),
+    "depth, oldest": dict(A=10, B=4, C=15, D=15, E=18),
+    "depth, fair": dict(A=17, B=4, C=7, D=14, E=20),
     "depth, fullest": dict(A=15, B=4, C=12, D=12, E=18),
 }
-TOTALS_BY_HAND = {"static": (5 / 27, 18.2, 24), "compact": (5 / 18, 12, 15), "depth, oldest": (5 / 20, 9.6, 17),
-                  "depth, fullest": (5 / 18, 9.4, 15)}  # throughput, mean and worst latency, worked out below
+TOTALS_BY_HAND = {"static": (5 / 27, 18.2, 24), "compact": (5 / 18, 12, 15), "depth, oldest": (5 / 18, 9.6, 12),
+                  "depth, fair": (5 / 20, 9.6, 17), "depth, fullest": (5 / 18, 9.4, 15)}  # throughput, mean and worst latency, worked out below
 totals = {}
 print(f"{'':>15}  finish  " + " ".join(f"{r.name:>3}" for r in TOY) + "   throughput  mean latency  worst")
 for name, (finish, log) in runs.items():
@@ -159,14 +168,15 @@ for name, (finish, log) in runs.items():
           + f"   {totals[name][0]:10.3f}  {totals[name][1]:12.1f}  {max(latency):5}")  # fmt: skip
 
 # %% [markdown]
-# Throughput is requests per time unit until the last answer: 5/27, 5/18, 5/20, 5/18.
-# Latency is finish − arrival: on average 91/5 = 18.2, 60/5 = 12, 48/5 = 9.6 and 47/5 = 9.4
-# units; at worst 24 (C, static), 15 (C), 17 (A), 15 (A). Compact does static's work in two
-# thirds of the time (8 rows·blocks, the sum of the exit depths, instead of 5 × 3 = 15, in
-# 5 calls instead of 6), but B waits 10 units for A, and C, D, E for the first batch. The
-# depth queues answer B at 4. `oldest` answers C at once, at the price of one call more
-# (block 1 runs twice: 6 calls, the lowest throughput of the three early-exit schedules);
-# `fullest` gathers C, D, E into one call: compact's throughput, with a lower mean latency.
+# Throughput is requests per time unit until the last answer: 5/27, 5/18, 5/18, 5/20, 5/18.
+# Latency is finish − arrival: on average 91/5 = 18.2, 60/5 = 12, 48/5 = 9.6, 48/5 = 9.6 and
+# 47/5 = 9.4 units; at worst 24 (C, static), 15 (C), 12 (C and E), 17 (A), 15 (A). Compact
+# does static's work in two thirds of the time (8 rows·blocks, the sum of the exit depths,
+# instead of 5 × 3 = 15, in 5 calls instead of 6), but B waits 10 units for A, and C, D, E
+# for the first batch. The depth queues answer B at 4. `oldest` makes compact's very calls
+# and answers each row as it halts: the lowest worst latency. `fair` answers C at once, at
+# the price of one call more (block 1 runs twice: 6 calls, the lowest throughput of the
+# early-exit schedules); `fullest` gathers C, D, E into one call: the lowest mean latency.
 # Which wins under real load, `benchmarks/serve_load.py` measures.
 #
 # The picture: one row per block, time to the right; every box is one block call, labelled
@@ -242,7 +252,7 @@ def served(scheduler, policy, want):
 
 checks = {}
 print(f"{'scheduler':>15}  {'blocks/row':>10}  {'p50 ms':>7}  {'p99 ms':>7}  labels/blocks differing  max |Δ prob|")
-for scheduler, policy in [("static", "oldest"), ("compact", "oldest"), ("depth", "oldest"), ("depth", "fullest")]:
+for scheduler, policy in [("static", "oldest"), ("compact", "oldest"), ("depth", "oldest"), ("depth", "fair"), ("depth", "fullest")]:
     wrong, gap, metrics = served(scheduler, policy, full_depth if scheduler == "static" else expected)
     name = scheduler if scheduler != "depth" else f"depth, {policy}"
     checks[name], latency = (wrong, gap, metrics["blocks_per_row"]), metrics["latency_ms"]

@@ -8,6 +8,8 @@ import statistics
 
 import numpy as np
 
+from tinydact.options import HEAD_INPUTS
+
 TIGHT = " (tight rule)"  # a method's name in the results ends with this when its points use the tight rule
 BUDGETS = (1 / 3, 1 / 2, 2 / 3)  # the summary's budgets as shares of N: ≤ 2, ≤ 3, ≤ 4 blocks of 6
 
@@ -79,6 +81,13 @@ def headline(rows: list, N: int, budget: float) -> list:
     return lines
 
 
+def reads_of(method: str) -> str:
+    """What a DACT method's modules read, as the baselines' names carry it: "dact-mean-distill
+    (tight rule)" and "dact-mean-bias0" -> "-mean", "dact" -> ""."""
+    tags = rule_of(method)[0].split("-")[1:]
+    return next((f"-{r}" for r in HEAD_INPUTS if "-".join(tags).startswith(r) and r != "cls"), "")
+
+
 def against_baselines(rows: list, task: str) -> list:
     """Each DACT point next to the baselines at the same cost: the static line read at its
     blocks (linear between k and k + 1, what running k or k + 1 blocks on a share of the
@@ -88,7 +97,6 @@ def against_baselines(rows: list, task: str) -> list:
     means = point_means(rows)
     names = {m[0] for m in means}
     dacts = [m for m in means if m[0].startswith("dact")]
-    reads_of = (lambda method: rule_of(method)[0][4:].replace("-distill", "", 1))  # "dact-mean-distill (tight rule)": "-mean"
     reads = {reads_of(m[0]) for m in dacts}
     lines = [f"### {task}: DACT at the baselines' cost (mean dev accuracy ± sd at average blocks)", "",
              "| DACT point | accuracy | static line there | fine-tuned k-block line there | best DeeBERT at ≤ its blocks "
@@ -120,6 +128,29 @@ def block_table(blocks: list, task: str, N: int) -> list:
     return lines
 
 
+def dact_blocks(rows: list, blocks: list, task: str) -> list:
+    """Each DACT point's mixture (accuracy, blocks under both rules) beside each block's own
+    answer y_n, after phase 1 and at the end: mean over seeds (the block rows `<method> phase 1`
+    and `<method> τ <τ>` that tasks.py writes)."""
+    by = {}
+    for r in blocks:
+        by.setdefault(r["method"], {}).setdefault(int(r["block"]), []).append(float(r["dev_accuracy"]))
+
+    def accs(method):  # "77.6 85.8 ..." or "—"
+        return " ".join(f"{100 * statistics.mean(v):.1f}" for _, v in sorted(by[method].items())) if method in by else "—"
+
+    means = {(m[0], m[1]): m for m in point_means(rows)}
+    lines = [f"### {task}: each DACT point's mixture beside each block's own answer (dev accuracy, mean over seeds)", "",
+             "| DACT point | n | mixture | blocks, paper / tight rule | each block's own, after phase 1 (block 1 …) | at the end |",
+             "|---|---|---|---|---|---|"]
+    for (method, knob), m in sorted(means.items(), key=lambda kv: (kv[0][0], float(kv[0][1]))):
+        if method.startswith("dact") and rule_of(method)[1] == "paper":
+            tight = means.get((method + TIGHT, knob))
+            lines.append(f"| {method} {knob} | {m[5]} | {100 * m[2]:.2f} ± {100 * m[3]:.2f}% | {m[4]:.2f} / "
+                         f"{f'{tight[4]:.2f}' if tight else '—'} | {accs(f'{method} phase 1')} | {accs(f'{method} τ {float(knob)}')} |")
+    return lines if len(lines) > 4 else []
+
+
 def wall_table(rows: list, task: str) -> list:
     """The measured wall-clock ratios of a task, mean over seeds, next to blocks and FLOPs."""
     timed = [r for r in rows if r.get("wallclock_ratio") not in (None, "")]
@@ -149,6 +180,7 @@ def report(header: list, rows: list, blocks: list, N: int, given_budgets: list |
         lines += summary(mine, task, spend) + [""]
         lines += against_baselines(mine, task) + [""]
         lines += block_table([r for r in blocks if r["task"] == task], task, N) + [""]
+        lines += dact_blocks(mine, [r for r in blocks if r["task"] == task], task) + [""]
         lines += wall_table(mine, task) + [""]
     return lines
 

@@ -27,6 +27,10 @@ the library's: tinydact.train.RECIPE for DACT, tinydact.baselines.training_setti
     dact-distill the same with self-distillation in phase 1 (--distill 0.9, T 3; our option)
 --head-input (our option) sets what every method's per-block classifiers read; a method's
 name carries it when it is not [CLS] (static-mean, dact-mean, dact-mean-distill, ...).
+Ablations of DACT's training (`ABLATIONS`: --halt-bias B, --deep-supervision λ,
+--shared-classifier) apply to the DACT methods; the name of the method, and so its rows and
+run folders, carries each one set (dact-mean-bias0, dact-mean-ds0.5, dact-mean-shared); its
+phase-1 folder only those phase 1 uses, so a variant whose phase 1 is the default's reuses it.
 
 --wall-clock trains nothing: it times each point at ≤ N/2 blocks (the headline's budget) whose
 run folder is still under --runs, at batch 1 over dev, against the plain model of the same
@@ -47,6 +51,7 @@ import random
 import shutil
 import statistics
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 import torch
@@ -62,7 +67,7 @@ from tinydact.errors import TinydactError
 from tinydact.evaluate import block_accuracies, cache_head_inputs, estimate_flops, evaluate
 from tinydact.home import model_dir
 from tinydact.checkpoint import load_checkpoint
-from tinydact.options import HEAD_INPUTS, TRAIN_DTYPES
+from tinydact.options import APPLIES, HEAD_INPUTS, TRAIN_DTYPES, check_config
 from tinydact.tokenizer import Tokenizer
 from tinydact.train import RECIPE, TrainConfig, train
 
@@ -73,6 +78,19 @@ ENTROPIES = (0.05, 0.1, 0.2, 0.3, 0.4, 0.6, 0.8)  # DeeBERT's exit thresholds, s
 DISTILL = {"distill": 0.9}  # dact-distill's phase 1 (the temperature: TrainConfig's default, 3)
 SHARED = dict(batch_size=32, eval_every=0, save_every=500)  # every run's (the recipe's heads-only phase sets its own batch)
 EVAL_BATCH = 64  # examples per batch when the points are evaluated
+# DACT's ablations: (TrainConfig field, the tag a method's name gets when it is set: tag + its
+# value, e.g. -bias0, -ds0.5, or the tag alone for a flag, -shared).
+ABLATIONS = (("halt_bias", "bias"), ("deep_supervision", "ds"), ("shared_classifier", "shared"))
+
+
+def ablation(args, phase1: bool = False) -> tuple:
+    """(settings, tag): the ablations of `args` that differ from TrainConfig's defaults (with
+    `phase1`: only those phase 1 uses, by options.APPLIES), and the tag they add to names."""
+    default, new_heads_phase1 = TrainConfig(), TrainConfig(phase=1, blocks="all")
+    settings = {field: getattr(args, field) for field, _ in ABLATIONS if getattr(args, field) != getattr(default, field)
+                and (not phase1 or APPLIES[field][1](new_heads_phase1, None))}
+    tag = "".join(f"-{t}" + ("" if isinstance(v, bool) else f"{v:g}") for field, t in ABLATIONS if (v := settings.get(field)) is not None)
+    return settings, tag
 
 
 def dact_epochs(E: int) -> tuple:
@@ -264,14 +282,16 @@ def baselines(s: Seed, wanted: set) -> None:
 def dact(s: Seed, method: str) -> None:
     """DACT (`method` dact or dact-distill) as the recipe trains it (RECIPE's three phases and
     their settings), with `dact_epochs`: phase 1 once, then per τ heads only and joint."""
-    name = method.replace("dact", f"dact{s.reads}")
+    (first, first_tag), (every, tag) = ablation(s.args, phase1=True), ablation(s.args)
+    base = method.replace("dact", f"dact{s.reads}")
+    name = base + tag
     phase1, heads, joint = (settings for _, settings in RECIPE)
     e1, e_heads, e_joint = dact_epochs(s.E)
-    p1 = s.fit(s.bert, f"{name}-p1", phase1, epochs=e1, **(DISTILL if method == "dact-distill" else {}))
+    p1 = s.fit(s.bert, f"{base}{first_tag}-p1", phase1, epochs=e1, **(DISTILL if method == "dact-distill" else {}), **first)
     s.blocks_of(f"{name} phase 1", p1)
     for tau in s.args.taus:
-        frozen = s.fit(p1, f"{name}-tau{tau}-heads", heads, tau=tau, epochs=e_heads, cache=str(s.runs / f"{name}-cache.pt"))
-        final = s.fit(frozen, run_folder(name, tau)[0], joint, tau=tau, epochs=e_joint)
+        frozen = s.fit(p1, f"{name}-tau{tau}-heads", heads, tau=tau, epochs=e_heads, cache=str(s.runs / f"{name}-cache.pt"), **every)
+        final = s.fit(frozen, run_folder(name, tau)[0], joint, tau=tau, epochs=e_joint, **every)
         for rule in ("paper", "tight"):
             s.add(name, [(tau, *p[1:]) for p in s.points(final, name, [None], rule)], rule)
         s.blocks_of(f"{name} τ {tau}", final)
@@ -353,6 +373,10 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--ft-blocks", default="1,2,3", type=numbers(int), help="static-ft: the k of the k-block models")
     ap.add_argument("--head-input", default="cls", choices=HEAD_INPUTS,
                     help="what every per-block classifier reads, for every method (named in the method: static-mean, ...)")
+    for field, tag in ABLATIONS:  # TrainConfig's options, for the DACT methods
+        f = next(f for f in fields(TrainConfig) if f.name == field)
+        kind = dict(action="store_true") if isinstance(f.default, bool) else dict(type=float, default=f.default)
+        ap.add_argument("--" + field.replace("_", "-"), **kind, help=f"the DACT methods (named -{tag}{'' if 'action' in kind else '<value>'} then): {f.metadata['help']}")
     ap.add_argument("--bert", default="all-MiniLM-L6-v2", help="BERT directory or downloaded model name")
     ap.add_argument("--data-dir", default=None, help="folder with train.tsv and dev.tsv (default: the task's in the tinydact home)")
     ap.add_argument("--train-sample", type=int, default=0, metavar="N",
@@ -432,6 +456,9 @@ def main():
     args.methods = args.methods.split(",")
     if unknown := set(args.methods) - set(METHODS):
         ap.error(f"unknown method(s) {', '.join(sorted(unknown))}; known: {', '.join(METHODS)}")
+    if ablation(args)[0] and not {"dact", "dact-distill"} & set(args.methods):
+        ap.error(f"--{', --'.join(f.replace('_', '-') for f in ablation(args)[0])}: DACT's options, for the methods dact, dact-distill")
+    check_config(TrainConfig(**ablation(args)[0]), one_phase=False)
     if args.seeds and args.runs is None:
         ap.error("--runs is needed to train or time (only --seeds \"\" rebuilds the report without it)")
     torch.set_num_threads(args.threads)

@@ -36,9 +36,9 @@ def task_data(root):
 # Fast: nothing trained
 # ----------------------------------------------------------------------------------------
 
-def planned_runs(tmp_path, monkeypatch, blocks, *flags):
+def planned_runs(tmp_path, monkeypatch, blocks, *flags, save=lambda rows, blocks: None):
     """{run folder: TrainConfig} of every run one seed would train, and the knobs each method
-    is evaluated at; training and evaluation replaced by stand-ins."""
+    is evaluated at; training and evaluation replaced by stand-ins (`save` gets the rows)."""
     tasks = import_benchmark("tasks")
     runs, knobs = {}, {}
 
@@ -47,15 +47,16 @@ def planned_runs(tmp_path, monkeypatch, blocks, *flags):
         return Path(cfg.out) / "final"
 
     monkeypatch.setattr(tasks, "run", run)
-    monkeypatch.setattr(tasks, "points", lambda path, method, k, *a: knobs.setdefault(path.parent.name, list(k)) and [])
-    monkeypatch.setattr(tasks, "per_block", lambda *a: [])
+    monkeypatch.setattr(tasks, "points", lambda path, method, k, *a: knobs.setdefault(path.parent.name, list(k)) and
+                        [(knob, 0.5, 1.0, 0.2) for knob in k])
+    monkeypatch.setattr(tasks, "per_block", lambda *a: [0.5] * blocks)
     monkeypatch.setattr(tasks, "first_blocks", lambda bert, k, dst: dst)
     monkeypatch.setattr(tasks, "cost_of_first_blocks", lambda *a: 0.0)
     args = tasks.parser().parse_args(["--task", "sst2", "--bert", str(plain_bert(tmp_path / "bert", blocks)), "--data-dir",
                                       str(task_data(tmp_path)), "--runs", str(tmp_path / "runs"), "--results", str(tmp_path),
                                       "--methods", ",".join(tasks.METHODS), "--taus", "0.1", *flags])
     args.methods = args.methods.split(",")
-    tasks.one_seed("sst2", 0, args, "cpu", lambda rows, blocks: None)
+    tasks.one_seed("sst2", 0, args, "cpu", save)
     return tasks, runs, knobs
 
 
@@ -86,6 +87,48 @@ def test_a_changed_recipe_changes_the_runs(tmp_path, monkeypatch):
     monkeypatch.setattr(tasks, "RECIPE", changed)
     _, runs, _ = planned_runs(tmp_path, monkeypatch, 6, "--methods", "dact")
     assert {(runs[f].lr, runs[f].head_lr) for f in runs} == {(7e-5, 3e-3)}
+
+
+def test_an_ablation_names_its_rows_and_run_folders(tmp_path, monkeypatch):
+    saved = []
+    _, runs, _ = planned_runs(tmp_path, monkeypatch, 6, "--methods", "dact", "--halt-bias", "0", "--deep-supervision", "0.5",
+                              save=lambda rows, blocks: saved.extend(rows + blocks))
+    assert set(runs) == {"dact-bias0-p1", "dact-bias0-ds0.5-tau0.1-heads", "dact-bias0-ds0.5-tau0.1-joint"}
+    assert runs["dact-bias0-p1"].halt_bias == 0 and runs["dact-bias0-p1"].deep_supervision == 0  # phase 1 does not use λ
+    assert {(runs[f].halt_bias, runs[f].deep_supervision) for f in runs if "tau" in f} == {(0, 0.5)}
+    assert {r["method"] for r in saved} == {"dact-bias0-ds0.5", "dact-bias0-ds0.5 (tight rule)", "dact-bias0-ds0.5 phase 1",
+                                            "dact-bias0-ds0.5 τ 0.1"}
+    tasks = import_benchmark("tasks")
+    assert tasks.run_folder("dact-bias0-ds0.5 (tight rule)", "0.1")[0] == "dact-bias0-ds0.5-tau0.1-joint"
+    # a variant whose phase 1 is the default's reuses its folder; the later phases never collide
+    (tmp_path / "b").mkdir()
+    _, runs, _ = planned_runs(tmp_path / "b", monkeypatch, 6, "--methods", "dact", "--shared-classifier", "--head-input", "mean")
+    assert set(runs) == {"dact-mean-shared-p1", "dact-mean-shared-tau0.1-heads", "dact-mean-shared-tau0.1-joint"}
+    assert all(runs[f].shared_classifier for f in runs)
+    (tmp_path / "c").mkdir()
+    _, runs, _ = planned_runs(tmp_path / "c", monkeypatch, 6, "--methods", "dact", "--deep-supervision", "0.5")
+    assert set(runs) == {"dact-p1", "dact-ds0.5-tau0.1-heads", "dact-ds0.5-tau0.1-joint"}
+
+
+def test_each_dact_point_is_reported_beside_its_blocks_after_phase_1_and_at_the_end():
+    report = import_benchmark("report")
+    rows = [{"task": "t", "method": m, "knob": 0.2, "seed": s, "dev_accuracy": 0.88 + 0.01 * s, "avg_blocks": b + 0.1 * s}
+            for s in (0, 1) for m, b in (("dact-mean-bias0", 3.0), ("dact-mean-bias0 (tight rule)", 2.5))]
+    blocks = [{"task": "t", "method": f"dact-mean-bias0 {when}", "seed": s, "block": n, "dev_accuracy": a + 0.1 * n + 0.01 * s}
+              for s in (0, 1) for when, a in (("phase 1", 0.3), ("τ 0.2", 0.35)) for n in (1, 2, 3)]
+    lines = report.dact_blocks(rows, blocks, "t")
+    assert lines[-1] == "| dact-mean-bias0 0.2 | 2 | 88.50 ± 0.71% | 3.05 / 2.55 | 40.5 50.5 60.5 | 45.5 55.5 65.5 |"
+    assert "| dact-mean-bias0 0.2 | 2 |" in "\n".join(report.report([], rows, blocks, 3))
+
+
+@pytest.mark.parametrize("flags", [["--halt-bias", "0"], ["--shared-classifier"]])
+def test_an_ablation_needs_a_dact_method(tmp_path, monkeypatch, capsys, flags):
+    tasks = import_benchmark("tasks")
+    monkeypatch.setattr(sys, "argv", ["tasks.py", "--task", "trec", "--methods", "plain,pabee", *flags, "--runs", str(tmp_path),
+                                      "--results", str(tmp_path)])
+    with pytest.raises(SystemExit) as exit:
+        tasks.main()
+    assert exit.value.code == 2 and "DACT's options, for the methods dact, dact-distill" in capsys.readouterr().err
 
 
 def test_a_12_block_backbone_is_run_and_reported_at_its_own_depth(tmp_path, monkeypatch):
@@ -300,3 +343,19 @@ def test_wall_clock_times_the_points_of_the_seeds_asked(ran):
     r = subprocess.run([sys.executable, str(SCRIPT), "--task", "sst2", "--seeds", "7", "--wall-clock", "1", "--runs", str(root / "runs"),
                         "--data-dir", str(root / "data"), "--results", str(root / "results")], capture_output=True, text=True, timeout=120)
     assert r.returncode != 0 and "Error: nothing to time" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.slow
+def test_an_ablation_reaches_the_csv_the_report_and_its_own_run_folders(ran):
+    root, tasks = ran
+    tasks("--seeds", "0", "--methods", "dact", "--shared-classifier", "--deep-supervision", "0.5")
+    got = {r["method"] for r in rows(root) if r["seed"] == "0"}
+    assert {"dact-ds0.5-shared", "dact-ds0.5-shared (tight rule)", "dact", "dact (tight rule)"} <= got  # beside the default's
+    assert {"dact-ds0.5-shared phase 1", "dact-ds0.5-shared τ 0.1"} <= {r["method"] for r in rows(root, "tasks_blocks")}
+    from tinydact.checkpoint import load_checkpoint
+
+    model, meta = load_checkpoint(root / "runs" / "sst2" / "seed0" / "dact-ds0.5-shared-tau0.1-joint" / "final")
+    assert model.shared_classifier and meta["trained"]["deep_supervision"] == 0.5
+    assert load_checkpoint(root / "runs" / "sst2" / "seed0" / "dact-shared-p1" / "final")[0].shared_classifier
+    md = (root / "results" / "tasks.md").read_text()
+    assert "| dact-ds0.5-shared 0.1 | 1 | " in md and "--shared-classifier --deep-supervision 0.5" in md

@@ -298,6 +298,7 @@ NOT_APPLYING = {
     "--tau in phase 1": (["--phase", "1", "--tau", "0.2"], "--tau applies to the DACT loss: phase 2 or the recipe"),
     "--tau-end in phase 1": (["--phase", "1", "--tau-end", "0.2"], "--tau-end applies to the DACT loss"),
     "--halt-lr in phase 1": (["--phase", "1", "--halt-lr", "0.1"], "--halt-lr applies to the DACT loss"),
+    "--deep-supervision in phase 1": (["--phase", "1", "--deep-supervision", "0.5"], "--deep-supervision applies to the DACT loss"),
     "--freeze-backbone in phase 1": (["--phase", "1", "--freeze-backbone"], "--freeze-backbone applies to phase 2, or phase 1 with"),
     "--rule in phase 1": (["--phase", "1", "--rule", "tight"], "--rule applies to dev evaluation with halting"),
     "--blocks in phase 2": (["--blocks", "last"], "--blocks applies to phase 1 (the recipe sets it itself); this run is --phase 2: leave it out"),
@@ -306,6 +307,7 @@ NOT_APPLYING = {
     "--distill with --blocks last": (["--phase", "1", "--blocks", "last", "--distill", "0.5"], "this run is --phase 1 --blocks last"),
     "--halt-bias on a model with heads": (["--halt-bias", "1"], "already has heads that read 'cls'"),
     "--head-input on a model with heads": (["--head-input", "mean"], "--head-input applies to new DACT heads"),
+    "--shared-classifier on a model with heads": (["--shared-classifier"], "--shared-classifier applies to new DACT heads"),
     "--cache without --freeze-backbone": (["--cache", "c.pt"], "--cache applies to --freeze-backbone"),
     "--lr with --freeze-backbone": (["--freeze-backbone", "--lr", "1e-4"], "this run is --phase 2 with --freeze-backbone"),
     "--phase-epochs with --phase": (["--phase-epochs", "1,1,1"], "--phase-epochs applies to the recipe"),
@@ -323,7 +325,7 @@ def test_an_option_the_run_does_not_use_is_an_error(model_dir, data, tmp_path, c
 
 
 def test_the_options_a_run_uses_are_accepted(model_dir, data, tmp_path):
-    assert_clean(invoke(*train_args(model_dir, data, tmp_path / "p2", "--tau", "0.2", "--tau-end", "0.3", "--halt-lr", "0.01",
+    assert_clean(invoke(*train_args(model_dir, data, tmp_path / "p2", "--tau", "0.2", "--tau-end", "0.3", "--halt-lr", "0.01", "--deep-supervision", "0.5",
                                     "--rule", "tight", "--max-steps", "1")))
     assert_clean(invoke(*train_args(model_dir, data, tmp_path / "p1", "--phase", "1", "--blocks", "all-but-last",
                                     "--freeze-backbone", "--cache", tmp_path / "c.pt", "--distill", "0.5", "--max-steps", "1")))

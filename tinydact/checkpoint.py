@@ -46,11 +46,15 @@ def save_checkpoint(model: DACTBert, tokenizer, path, labels, task: str, dtype=t
     path = Path(path)
     tensors = dict(bert_state_for_hf(model.bert))
     tensors.update({HEAD_PREFIX + k: v for k, v in model.heads.state_dict().items()})
-    tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in tensors.items()}
+    # copies: a shared classifier is saved under every head's keys (safetensors refuses tensors
+    # that share memory), so every reader of the file sees one classifier per block as before
+    tensors = {k: v.detach().to("cpu", dtype, copy=True).contiguous() for k, v in tensors.items()}
     config = model.bert.config.to_dict()
     config["dact"] = {"num_labels": model.num_labels, "labels": list(labels), "task": task, **(extra or {})}
     if model.head_input != "cls":  # checkpoints without the key read the [CLS] state
         config["dact"]["head_input"] = model.head_input
+    if model.shared_classifier:  # loading ties the copies again, so further training keeps them one
+        config["dact"]["shared_classifier"] = True
 
     def write(folder: Path):
         folder.mkdir(parents=True)
@@ -80,7 +84,10 @@ def load_checkpoint(path, attention: str = "sdpa"):
         head_input = check_head_input(meta.get("head_input", "cls"))  # checkpoints without the key read [CLS]
     except TinydactError as e:
         raise TinydactError(f"{path / 'config.json'}: {e}") from None
-    model = DACTBert(Bert(BertConfig.from_dict(config), attention), len(labels), head_input=head_input)
+    shared = meta.get("shared_classifier", False)
+    if not isinstance(shared, bool):
+        raise TinydactError(f"{path / 'config.json'}: the 'dact' section's shared_classifier must be true or false")
+    model = DACTBert(Bert(BertConfig.from_dict(config), attention), len(labels), head_input=head_input, shared_classifier=shared)
     tensors = read_checkpoint(path)
     source = str(path / "model.safetensors")
     broken = next((k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
@@ -89,7 +96,19 @@ def load_checkpoint(path, attention: str = "sdpa"):
     heads = {k[len(HEAD_PREFIX) :]: v for k, v in tensors.items() if k.startswith(HEAD_PREFIX)}
     load_bert_weights(model.bert, {k: v for k, v in tensors.items() if not k.startswith(HEAD_PREFIX)}, source)
     copy_exactly(model.heads, heads, source, shown=lambda name: HEAD_PREFIX + name)
+    if shared:  # every key was copied into the one classifier: the copies must have been equal
+        check_shared(heads, source)
     return model.eval(), meta
+
+
+def check_shared(heads: dict, source: str) -> None:
+    """The copies of a shared classifier (`<n>.answer.*` of every head n) must be equal: tied
+    again, only one of them would be kept."""
+    for key, tensor in heads.items():
+        _, name = key.split(".", 1)  # "3.answer.weight": head 3's
+        if name.startswith("answer.") and not torch.equal(tensor, heads[f"0.{name}"]):
+            raise TinydactError(f"{source}: config.json says the heads share one classifier, but {HEAD_PREFIX + key!r} "
+                                "differs from the first head's")
 
 
 def check_labels(meta, config_file: Path) -> list:
@@ -148,6 +167,7 @@ def backbone_dtype(name: str, device: torch.device) -> torch.dtype:
     return getattr(torch, name)  # torch.float32, torch.bfloat16, torch.float16
 
 
-def new_from_bert(path, num_labels: int, halt_bias: float = HALT_BIAS, attention: str = "sdpa", head_input: str = "cls") -> DACTBert:
+def new_from_bert(path, num_labels: int, halt_bias: float = HALT_BIAS, attention: str = "sdpa", head_input: str = "cls",
+                  shared_classifier: bool = False) -> DACTBert:
     """A DACT-BERT whose backbone is a pretrained BERT directory and whose heads are new."""
-    return DACTBert(Bert.from_pretrained(path, attention), num_labels, halt_bias, head_input)
+    return DACTBert(Bert.from_pretrained(path, attention), num_labels, halt_bias, head_input, shared_classifier)

@@ -110,6 +110,14 @@ def ponder_cost(p: torch.Tensor) -> torch.Tensor:
     return p.sum(dim=-1)
 
 
+def answer_nll(q: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """−log max(q[label], A_MIN) of probability vectors q (B, K) or (B, N, K), labels (B,):
+    (B,) or (B, N). Below A_MIN the term is constant and passes no gradient (torch.clamp)."""
+    q = _at_least_float32(q)
+    index = labels.view(-1, *(1,) * (q.dim() - 1)).expand(*q.shape[:-1], 1)  # (B, 1) or (B, N, 1)
+    return -torch.log(torch.clamp(q.gather(-1, index).squeeze(-1), min=A_MIN))
+
+
 def dact_loss(a_N: torch.Tensor, labels: torch.Tensor, p: torch.Tensor, tau: float) -> torch.Tensor:
     """L = −log a_N[label] + τ · Σ_n p_n, averaged over the batch.
 
@@ -121,13 +129,21 @@ def dact_loss(a_N: torch.Tensor, labels: torch.Tensor, p: torch.Tensor, tau: flo
     float16 the gradient −1 / (B · a_N[label]) that flows back into the recursion
     overflows float16's largest number, 65504, once a_N[label] < ~1e-5: run the recursion in
     float32 or bfloat16 to train.)"""
-    a_N, p = _at_least_float32(a_N), _at_least_float32(p)
-    a_label = a_N.gather(-1, labels.unsqueeze(-1)).squeeze(-1)  # a_N[label], (B,)
     # task term: −log(max(a_N[label], 1e-8))
-    task = -torch.log(torch.clamp(a_label, min=A_MIN))  # (B,)
+    task = answer_nll(a_N, labels)  # (B,)
+    p = _at_least_float32(p)
     # ponder term: τ · Σ_n p_n
     ponder = tau * ponder_cost(p)  # (B,)
     return (task + ponder).mean()
+
+
+def deep_supervision_loss(y: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """(1/N) Σ_n −log y_n[label], averaged over the batch: each block's own answer y_n (B, N, K)
+    against the label, clamped like the task term (our option, `--deep-supervision λ` adds
+    λ times it to `dact_loss`). The mixture's NLL alone gives block n's answer a gradient only
+    in proportion to its weight w_n, near 0 for early blocks when h starts near 1: this term
+    keeps every answer learning, as phase 1's cross-entropy did."""
+    return answer_nll(y, labels).mean()
 
 
 # ----------------------------------------------------------------------------------------

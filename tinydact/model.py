@@ -20,9 +20,12 @@ from .options import check_head_input
 
 class DACTBert(nn.Module):
     """BERT (`bert`) plus one `DACTHead` per block (`heads`), for K = `num_labels` classes;
-    `head_input` (one of options.HEAD_INPUTS) is what the heads read after each block."""
+    `head_input` (one of options.HEAD_INPUTS) is what the heads read after each block. With
+    `shared_classifier` (as in the authors' DACT code) every head's `answer` is one module, the
+    first head's: W_y, b_y are shared, z and the halting unit stay per block."""
 
-    def __init__(self, bert: Bert, num_labels: int, halt_bias: float = HALT_BIAS, head_input: str = "cls"):
+    def __init__(self, bert: Bert, num_labels: int, halt_bias: float = HALT_BIAS, head_input: str = "cls",
+                 shared_classifier: bool = False):
         super().__init__()
         cfg = bert.config
         self.bert, self.head_input = bert, check_head_input(head_input)
@@ -30,6 +33,9 @@ class DACTBert(nn.Module):
             DACTHead(cfg.hidden_size, num_labels, cfg.hidden_dropout_prob, halt_bias, norm=head_input == "cls-norm")
             for _ in range(cfg.num_hidden_layers)
         )
+        self.shared_classifier = shared_classifier
+        for head in self.heads[1:] if shared_classifier else ():
+            head.answer = self.heads[0].answer  # one module: its gradient sums every block's
         self.num_labels = num_labels
 
     @property

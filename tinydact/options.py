@@ -106,7 +106,12 @@ class TrainConfig:
     warmup: float = option(0.1, "fraction of the steps with a linear warm-up", min=0.0, max=1.0)
     weight_decay: float = option(0.01, "AdamW weight decay of the backbone's matrices", min=0.0)
     clip: float = option(1.0, "gradient-norm clipping", min=0.0, min_open=True)
-    halt_bias: float = option(HALT_BIAS, "new heads only: initial b_h, so h_n ≈ sigmoid(b_h) at the start")
+    halt_bias: float = option(HALT_BIAS, "new heads only: initial b_h, so h_n ≈ sigmoid(b_h) at the start (ours: 3, h ≈ 0.95; "
+                              "the authors' DACT code starts at 0, h = 0.5)")
+    shared_classifier: bool = option(False, "new heads only: one answer classifier shared by every block's head, as in the "
+                                     "authors' DACT code (the halting units stay one per block)")
+    deep_supervision: float = option(0.0, "phase 2, our option: weight λ of each block's own cross-entropy kept beside the "
+                                     "DACT loss: L + λ · mean over blocks of −log y_n[label]; 0: off", min=0.0)
     head_input: str = option("cls", "new heads only, our option: what each DACT module reads after its block: the [CLS] "
                              "state (cls), the same through a LayerNorm (cls-norm), or the mean of the token states (mean)",
                              choices=HEAD_INPUTS)
@@ -156,6 +161,7 @@ APPLIES = {
     "tau": ("the DACT loss: phase 2 or the recipe", lambda c, heads: c.phase != 1),
     "tau_end": ("the DACT loss: phase 2 or the recipe", lambda c, heads: c.phase != 1),
     "halt_lr": ("the DACT loss: phase 2 or the recipe", lambda c, heads: c.phase != 1),
+    "deep_supervision": ("the DACT loss: phase 2 or the recipe", lambda c, heads: c.phase != 1),
     "rule": ("dev evaluation with halting: phase 2 or the recipe, with --dev", lambda c, heads: c.phase != 1 and c.dev),
     "eval_every": ("runs with --dev", lambda c, heads: c.dev),
     "freeze_backbone": ("phase 2, or phase 1 with --blocks all-but-last (DeeBERT's stage 2); the recipe sets it itself",
@@ -167,10 +173,15 @@ APPLIES = {
     "weight_decay": ("a backbone that trains (not --freeze-backbone)", lambda c, heads: not c.freeze_backbone),
     "halt_bias": ("new DACT heads: a --model without them (a plain BERT)", lambda c, heads: not heads),
     "head_input": ("new DACT heads: a --model without them (a plain BERT)", lambda c, heads: not heads),
+    "shared_classifier": ("new DACT heads (a --model without them, a plain BERT) trained for DACT: the recipe, phase 1 "
+                          "with --blocks all, or phase 2", lambda c, heads: not heads and (c.phase != 1 or c.blocks == "all")),
     "epochs": ("one phase (the recipe: --phase-epochs)", lambda c, heads: c.phase is not None),
     "phase_epochs": ("the recipe (no --phase)", lambda c, heads: c.phase is None),
     "keep_states": ("the recipe (no --phase)", lambda c, heads: c.phase is None),
 }
+
+
+NEW_HEADS = ("halt_bias", "head_input", "shared_classifier")  # options of new heads: a model with heads has its own
 
 
 def set_options(cfg: TrainConfig) -> set:
@@ -189,7 +200,7 @@ def check_options_apply(cfg: TrainConfig, given, heads: str | None) -> None:
         if not used(cfg, heads):
             run = "the recipe" if cfg.phase is None else f"--phase {cfg.phase}" + (f" --blocks {cfg.blocks}" if cfg.phase == 1 else "")
             run += " with --freeze-backbone" if cfg.freeze_backbone else ""
-            run = f"{cfg.model} already has heads that read {heads!r}" if heads and name in ("halt_bias", "head_input") else f"this run is {run}"
+            run = f"{cfg.model} already has heads that read {heads!r}" if heads and name in NEW_HEADS else f"this run is {run}"
             raise TinydactError(f"--{name.replace('_', '-')} applies to {where}; {run}: leave it out")
 
 

@@ -300,7 +300,8 @@ class RunFolder:
 
         cfg = self.cfg
         trained = {"phase": cfg.phase, "step": step, "blocks": cfg.blocks}  # τ only where the loss used it: phase 2
-        trained.update({"tau": cfg.tau, **({"tau_end": cfg.tau_end} if cfg.tau_end else {})} if cfg.phase == 2 else {})
+        trained.update({"tau": cfg.tau, **({"tau_end": cfg.tau_end} if cfg.tau_end else {}),
+                        **({"deep_supervision": cfg.deep_supervision} if cfg.deep_supervision else {})} if cfg.phase == 2 else {})
         trained["method"] = trained_method(trained)
         with uninterrupted():
             save_checkpoint(self.model, self.tokenizer, self.out / name, self.labels, self.task, getattr(torch, cfg.save_dtype),

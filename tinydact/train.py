@@ -33,7 +33,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .baselines import dev_score, phase1_block_weights
-from .dact import dact_loss
+from .dact import dact_loss, deep_supervision_loss
 from .data import batch_plan, encode_batch, example_lengths, read_examples
 from .distributed import barrier, broadcast, distributed_setup, for_ranks, global_means, shard
 from .errors import TinydactError
@@ -88,9 +88,12 @@ class BatchLoss(nn.Module):
         if cfg.phase == 1:
             loss = phase1_loss(model, xs, y_true, cfg.blocks, cfg.distill, cfg.distill_temperature)
             return loss, (model.heads[-1].logits(xs[:, -1]).argmax(-1) == y_true).float().mean(), None
-        a, p, _, _ = model.forward_heads(xs)  # (B, N, K), (B, N)
+        a, p, y, _ = model.forward_heads(xs)  # (B, N, K), (B, N), (B, N, K)
         a_N = a[:, -1]  # the model's answer
-        return dact_loss(a_N.float(), y_true, p.float(), tau), (a_N.argmax(-1) == y_true).float().mean(), p.sum(1).mean()
+        loss = dact_loss(a_N.float(), y_true, p.float(), tau)
+        if cfg.deep_supervision:  # our option: + λ · (1/N) Σ_n −log y_n[label]
+            loss = loss + cfg.deep_supervision * deep_supervision_loss(y, y_true)
+        return loss, (a_N.argmax(-1) == y_true).float().mean(), p.sum(1).mean()
 
 
 # ----------------------------------------------------------------------------------------
@@ -132,9 +135,9 @@ def parameter_groups(model, cfg: TrainConfig):
     groups = [
         {"params": decay, "base_lr": cfg.lr, "weight_decay": cfg.weight_decay},
         {"params": no_decay, "base_lr": cfg.lr, "weight_decay": 0.0},
-        {"params": [p for h in model.heads for n, p in h.named_parameters() if not n.startswith("halt.")],
+        {"params": [p for n, p in model.heads.named_parameters() if ".halt." not in n],  # a shared classifier once
          "base_lr": cfg.head_lr, "weight_decay": 0.0},
-        {"params": [p for h in model.heads for p in h.halt.parameters()], "base_lr": cfg.halt_lr or cfg.head_lr, "weight_decay": 0.0},
+        {"params": [p for n, p in model.heads.named_parameters() if ".halt." in n], "base_lr": cfg.halt_lr or cfg.head_lr, "weight_decay": 0.0},
     ]
     return groups[2:] if cfg.freeze_backbone else groups
 
@@ -232,7 +235,8 @@ def load_data_and_model(cfg: TrainConfig, device, inputs=None):
     """(train examples, dev examples or None, task, labels, tokenizer, model on `device`);
     `inputs`: what `read_inputs` returned, when it was called already."""
     train_ex, dev_ex, task, labels, meta = inputs or read_inputs(cfg)
-    model = load_checkpoint(cfg.model)[0] if meta else new_from_bert(cfg.model, len(labels), cfg.halt_bias, head_input=cfg.head_input)
+    model = load_checkpoint(cfg.model)[0] if meta else new_from_bert(cfg.model, len(labels), cfg.halt_bias, head_input=cfg.head_input,
+                                                                     shared_classifier=cfg.shared_classifier)
     if cfg.freeze_backbone:
         model.bert.requires_grad_(False)
     tokenizer = checked_tokenizer(cfg.model, model, meta.get("vocab_sha256"))

@@ -248,14 +248,12 @@ def serve(model_dir, host, port, scheduler, policy, max_batch, max_wait_ms, max_
     check_serve_options(scheduler, {n for n in ("rule", "policy") if ctx.get_parameter_source(n) == ParameterSource.COMMANDLINE})
     uvicorn_or_error()  # before the model loads
     clf = load(model_dir, device, dtype)
-    sock = listen(host, port)
-    info = {"model": str(model_dir or "weights/"), "num_blocks": clf.num_blocks, "labels": clf.labels, "scheduler": scheduler}
+    sock, name = listen(host, port), str(model_dir or "weights/")
     host, port = sock.getsockname()[:2]
-    click.echo(f"serving {info['model']} ({clf.num_blocks} blocks, scheduler {scheduler}) on http://{host}:{port} "
+    click.echo(f"serving {name} ({clf.num_blocks} blocks, scheduler {scheduler}) on http://{host}:{port} "
                "(Ctrl-C stops after the requests in flight)", err=True)
-    service = Service(clf, scheduler, policy, rule, max_batch, max_wait_ms, max_queue)
-    serve(service, info, sock)
-    click.echo(f"stopped: {service.metrics()['requests']} requests answered", err=True)
+    answered = serve(Service(clf, scheduler, policy, rule, max_batch, max_wait_ms, max_queue), name, sock)
+    click.echo(f"stopped: {answered} requests answered", err=True)
 
 
 def main(argv=None):

@@ -146,9 +146,12 @@ def uvicorn_or_error():
     return uvicorn
 
 
-def serve(service, info: dict, sock: socket.socket) -> None:
-    """Run the app on `sock` until Ctrl-C or SIGTERM; in-flight requests finish first."""
+def serve(service, model: str, sock: socket.socket) -> int:
+    """Run the app on `sock` until Ctrl-C or SIGTERM; in-flight requests finish first.
+    `model` names the model in /health. Returns the number of requests answered."""
     uvicorn = uvicorn_or_error()
+    clf = service.clf
+    info = {"model": model, "num_blocks": clf.num_blocks, "labels": clf.labels, "scheduler": service.name}
 
     class Server(uvicorn.Server):
         def handle_exit(self, sig, frame):  # Ctrl-C, SIGTERM: new rows stop waiting for fuller batches
@@ -165,3 +168,4 @@ def serve(service, info: dict, sock: socket.socket) -> None:
         pass
     finally:
         signal.signal(signal.SIGTERM, previous)
+    return service.metrics()["requests"]

@@ -319,6 +319,7 @@ class Phase:
             self.run.save_model("final", self.step)
             if self.dev_ex is None:
                 self.run.save_model("best", self.step)
+        self.objective = None  # under torchrun: DDP lets go of the process group before it is destroyed
         return broadcast(self.best, self.world) or {}
 
 

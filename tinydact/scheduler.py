@@ -130,9 +130,9 @@ class DepthQueues:
         a_n, p_n = dact_update(torch.stack([r.a for r in rows]), torch.stack([r.p for r in rows]), y_n, h_n)
         done = can_halt(a_n, p_n, self.N - (n + 1), self.rule)  # (b,)
         finished, now = [], time.monotonic()
-        for i, r in enumerate(rows):
+        for i, (r, stop) in enumerate(zip(rows, done.tolist())):  # one transfer, not a tensor per row
             r.a, r.p, r.n, r.since = a_n[i], p_n[i], n + 1, now
-            if done[i]:
+            if stop:
                 finished.append(r)
             else:
                 r.x = x[i, : r.ids.size(0)]  # (T_i, H): the row's own tokens, no padding

@@ -69,11 +69,13 @@ def for_ranks(objective: nn.Module, world: int, device) -> nn.Module:
 
 
 def broadcast(value, world: int):
-    """Rank 0's `value` on every rank (a picklable object), then leave the process group."""
+    """Rank 0's `value` on every rank (a picklable object), then leave the process group
+    (after a barrier: no rank tears down its connections while another still reads from them)."""
     if world == 1:
         return value
     shared = [value]
     dist.broadcast_object_list(shared, src=0)
+    dist.barrier()
     dist.destroy_process_group()
     return shared[0]
 

@@ -1,6 +1,6 @@
 """The report of benchmarks/tasks.py, from its rows alone: the tables of <name>.md and the
 plots <name>_<task>.png. A row is one point of the results CSV (task, method, knob, seed,
-dev_accuracy, avg_blocks, flops_ratio, [wallclock_ratio, wallclock_cpu]); a block row one
+dev_accuracy, avg_blocks, flops_ratio, [wallclock_ratio, wallclock_cpu, train_seconds, train_cpu]); a block row one
 per-block classifier of the blocks CSV (task, method, seed, block, dev_accuracy). N, the
 backbone's blocks, is read from the rows (`depth`), so any depth reads right."""
 
@@ -170,6 +170,25 @@ def wall_table(rows: list, task: str) -> list:
     return lines
 
 
+def train_table(rows: list, task: str) -> list:
+    """Minutes of training behind each model (a DACT model per τ; one model per seed for the
+    others, whatever their knob), mean over the seeds that recorded it, and on what CPU."""
+    timed = {}
+    for r in rows:
+        if r.get("train_seconds") not in (None, "") and not r["method"].endswith(TIGHT):
+            knob = str(r["knob"]) if r["method"].startswith("dact") else ""
+            timed.setdefault((r["method"], knob), {})[r["seed"]] = r
+    if not timed:
+        return []
+    lines = [f"### {task}: minutes of training behind each model (its runs together, mean over the seeds that recorded them)", "",
+             *[f"{m}  " for m in dict.fromkeys(r["train_cpu"] for by_seed in timed.values() for r in by_seed.values())], "",
+             "| method | τ | n | minutes |", "|---|---|---|---|"]
+    for (method, knob), by_seed in timed.items():
+        minutes, sd = mean_sd([float(r["train_seconds"]) / 60 for r in by_seed.values()])
+        lines.append(f"| {method} | {knob or '—'} | {len(by_seed)} | {minutes:.1f} ± {sd:.1f} |")
+    return lines
+
+
 def report(header: list, rows: list, blocks: list, N: int, given_budgets: list | None = None) -> list:
     """The lines of <name>.md: `header`, the headline over the tasks, then per task its
     summary, DACT against the baselines, the per-block table and the measured times."""
@@ -182,6 +201,7 @@ def report(header: list, rows: list, blocks: list, N: int, given_budgets: list |
         lines += block_table([r for r in blocks if r["task"] == task], task, N) + [""]
         lines += dact_blocks(mine, [r for r in blocks if r["task"] == task], task) + [""]
         lines += wall_table(mine, task) + [""]
+        lines += train_table(mine, task) + [""]
     return lines
 
 

@@ -36,6 +36,11 @@ phase-1 folder only those phase 1 uses, so a variant whose phase 1 is the defaul
 run folder is still under --runs, at batch 1 over dev, against the plain model of the same
 seed, and fills the CSV's wallclock_ratio and wallclock_cpu columns (empty where not measured).
 
+Training time: each run folder that trained here keeps train_time.json (seconds, CPU, threads);
+a row's train_seconds is the sum over the runs that made its model (DeeBERT: plain and stage 2;
+DACT: phase 1, heads and joint), train_cpu the machine; empty where a run was resumed (its
+first part went untimed) or trained before the file existed.
+
 Finished run folders under --runs are reused, so a stopped run picks up where it was, and the
 results are saved after every method. A finished run keeps only final/ (and best/, log.jsonl):
 its resume state is removed unless --keep-states. Data: data/<task>/{train,dev}.tsv
@@ -51,6 +56,7 @@ import random
 import shutil
 import statistics
 import sys
+import time
 from dataclasses import fields
 from pathlib import Path
 
@@ -143,15 +149,23 @@ def first_blocks(bert: Path, k: int, dst: Path) -> Path:
     return dst
 
 
+TIME_FILE = "train_time.json"  # in a run folder trained here: its wall-clock, CPU and threads
+
+
 def run(cfg: TrainConfig, device, keep_state: bool = False) -> Path:
     """Train one phase into cfg.out unless a finished run is there already; its final/. A
     finished run is reused from final/ alone, so its resume state (state.pt: the weights and
     the optimizer's two moments, three times the model) is removed unless `keep_state`: a
-    task's seeds would otherwise leave tens of them."""
+    task's seeds would otherwise leave tens of them. The time it took goes to TIME_FILE."""
     out = Path(cfg.out)
     if not (out / "final" / "model.safetensors").is_file():
         resume = (out / "state.pt").is_file()
+        start = time.perf_counter()
         train(cfg, device, resume=resume, quiet=True, overwrite=not resume)
+        spent = {"seconds": round(time.perf_counter() - start, 1), "resumed": resume,
+                 "cpu": f"{cpu_description()[0]}, {torch.get_num_threads()} thread(s), {cfg.dtype}"}
+        (out / f"{TIME_FILE}.tmp").write_text(json.dumps(spent) + "\n")
+        os.replace(out / f"{TIME_FILE}.tmp", out / TIME_FILE)
     if not keep_state:
         (out / "state.pt").unlink(missing_ok=True)
     return out / "final"
@@ -184,6 +198,15 @@ def per_block(path: Path, data: Path, max_length: int) -> list:
     examples = read_examples(data, meta.get("task"), meta["labels"])[0]
     states = cache_head_inputs(model, examples, Tokenizer.from_pretrained(path), max_length, torch.device("cpu"), "per-block")
     return block_accuracies(model, states, torch.tensor([e.label for e in examples]), torch.device("cpu"))
+
+
+def trained(folders: list) -> tuple:
+    """(seconds, CPU) the training of `folders` took together, from their TIME_FILEs; ("", "")
+    unless each was timed whole (none resumed) on one kind of machine."""
+    times = [json.loads((f / TIME_FILE).read_text()) if (f / TIME_FILE).is_file() else None for f in folders]
+    if not times or None in times or any(t["resumed"] for t in times) or len({t["cpu"] for t in times}) > 1:
+        return "", ""
+    return round(sum(t["seconds"] for t in times), 1), times[0]["cpu"]
 
 
 def run_folder(method: str, knob=None) -> tuple:
@@ -240,10 +263,13 @@ class Seed:
     def points(self, path: Path, method: str, knobs, rule: str = "paper") -> list:
         return points(path, method, knobs, self.dev, self.args.max_length, rule)
 
-    def add(self, method: str, pts: list, rule: str = "paper") -> None:
-        """Save a method's points (knob, accuracy, blocks, FLOPs ratio) as rows."""
+    def add(self, method: str, pts: list, made_by: tuple, rule: str = "paper") -> None:
+        """Save a method's points (knob, accuracy, blocks, FLOPs ratio) as rows, with the
+        training time of the run folders `made_by` (`trained`)."""
+        seconds, cpu = trained([self.runs / folder for folder in made_by])
         self.save([{"task": self.task, "method": method if rule == "paper" else method + report.TIGHT, "knob": knob, "seed": self.seed,
-                    "dev_accuracy": acc, "avg_blocks": blocks, "flops_ratio": flops} for knob, acc, blocks, flops in pts], [])
+                    "dev_accuracy": acc, "avg_blocks": blocks, "flops_ratio": flops, "train_seconds": seconds, "train_cpu": cpu}
+                   for knob, acc, blocks, flops in pts], [])
 
     def blocks_of(self, method: str, path: Path) -> None:
         """Save the per-block classifiers' accuracies of a checkpoint as block rows."""
@@ -257,25 +283,25 @@ def baselines(s: Seed, wanted: set) -> None:
     r, E, N = s.reads, s.E, s.N
     if wanted & {"plain", "deebert"}:  # the plain model is DeeBERT's first stage
         plain = s.fit(s.bert, run_folder(f"plain{r}", N)[0], training_settings("deebert", 1), epochs=E)
-        s.add(f"plain{r}", s.points(plain, "static", [N]))  # the last block's own classifier, full depth
+        s.add(f"plain{r}", s.points(plain, "static", [N]), [plain.parent.name])  # the last block's own classifier, full depth
         if "deebert" in wanted:
             folder = run_folder(f"deebert{r}", 0)[0]
             deebert = s.fit(plain, folder, training_settings("deebert", 2), epochs=E, cache=f"{s.runs / folder}-cache.pt")
-            s.add(f"deebert{r}", s.points(deebert, "deebert", ENTROPIES))
+            s.add(f"deebert{r}", s.points(deebert, "deebert", ENTROPIES), [plain.parent.name, folder])
             s.blocks_of(f"deebert{r}", deebert)
     if "static" in wanted:  # static truncation and PABEE on their own joint losses
         static = s.fit(s.bert, run_folder(f"static{r}", N)[0], training_settings("static", None), epochs=E)
-        s.add(f"static{r}", s.points(static, "static", range(1, N + 1)))
+        s.add(f"static{r}", s.points(static, "static", range(1, N + 1)), [static.parent.name])
         s.blocks_of(f"static{r}", static)
     if "static-ft" in wanted:  # separately fine-tuned k-block models (cut once per task, shared by the seeds)
         for k in s.args.ft_blocks:
             cut = first_blocks(s.bert, k, s.runs.parent / f"{s.bert.name}-{k}-blocks")
             ft = s.fit(cut, run_folder(f"static-ft{r}", k)[0], training_settings("deebert", 1), epochs=E)
             cost = cost_of_first_blocks(ft, k, N, s.dev, s.args.max_length)
-            s.add(f"static-ft{r}", [(k, acc, k, cost) for _, acc, _, _ in s.points(ft, "static", [k])])
+            s.add(f"static-ft{r}", [(k, acc, k, cost) for _, acc, _, _ in s.points(ft, "static", [k])], [ft.parent.name])
     if "pabee" in wanted:
         pabee = s.fit(s.bert, run_folder(f"pabee{r}", N)[0], training_settings("pabee", None), epochs=E)
-        s.add(f"pabee{r}", s.points(pabee, "pabee", range(1, N + 1)))
+        s.add(f"pabee{r}", s.points(pabee, "pabee", range(1, N + 1)), [pabee.parent.name])
         s.blocks_of(f"pabee{r}", pabee)
 
 
@@ -293,7 +319,7 @@ def dact(s: Seed, method: str) -> None:
         frozen = s.fit(p1, f"{name}-tau{tau}-heads", heads, tau=tau, epochs=e_heads, cache=str(s.runs / f"{name}-cache.pt"), **every)
         final = s.fit(frozen, run_folder(name, tau)[0], joint, tau=tau, epochs=e_joint, **every)
         for rule in ("paper", "tight"):
-            s.add(name, [(tau, *p[1:]) for p in s.points(final, name, [None], rule)], rule)
+            s.add(name, [(tau, *p[1:]) for p in s.points(final, name, [None], rule)], [f.parent.name for f in (p1, frozen, final)], rule)
         s.blocks_of(f"{name} τ {tau}", final)
     print(f"{s.task} seed {s.seed}: {name} done", flush=True)
 

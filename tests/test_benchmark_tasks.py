@@ -4,6 +4,7 @@ argument errors; slow, end to end on a tiny 6-block BERT: every method on two se
 results merged by (task, method, seed, knob), finished runs reused."""
 
 import csv
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -119,6 +120,28 @@ def test_each_dact_point_is_reported_beside_its_blocks_after_phase_1_and_at_the_
     lines = report.dact_blocks(rows, blocks, "t")
     assert lines[-1] == "| dact-mean-bias0 0.2 | 2 | 88.50 ± 0.71% | 3.05 / 2.55 | 40.5 50.5 60.5 | 45.5 55.5 65.5 |"
     assert "| dact-mean-bias0 0.2 | 2 |" in "\n".join(report.report([], rows, blocks, 3))
+
+
+def test_a_models_training_time_is_the_sum_of_its_runs_and_blank_unless_each_was_timed_whole(tmp_path):
+    tasks = import_benchmark("tasks")
+    cpu = "AMD EPYC, 1 thread(s), bfloat16"
+    for name, seconds, resumed, on in (("p1", 600, False, cpu), ("heads", 60, False, cpu), ("joint", 240, False, cpu),
+                                       ("resumed", 60, True, cpu), ("elsewhere", 60, False, "Intel Xeon, 2 thread(s), float32")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / tasks.TIME_FILE).write_text(json.dumps({"seconds": seconds, "resumed": resumed, "cpu": on}))
+    (tmp_path / "untimed").mkdir()
+    assert tasks.trained([tmp_path / f for f in ("p1", "heads", "joint")]) == (900, cpu)
+    for other in ("resumed", "untimed", "elsewhere"):
+        assert tasks.trained([tmp_path / "p1", tmp_path / other]) == ("", ""), other
+    report = import_benchmark("report")
+    rows = [{"task": "t", "method": m, "knob": k, "seed": s, "train_seconds": 60 * (minutes + s), "train_cpu": cpu}
+            for s in (0, 1) for m, k, minutes in (("dact", 0.1, 15.0), ("dact (tight rule)", 0.1, 15.0), ("static", 1, 9.0),
+                                                  ("static", 2, 9.0), ("dact", 0.2, 14.0))]
+    rows.append({"task": "t", "method": "pabee", "knob": 1, "seed": 0, "train_seconds": "", "train_cpu": ""})
+    assert report.train_table(rows, "t")[2:] == [f"{cpu}  ", "", "| method | τ | n | minutes |", "|---|---|---|---|",
+                                                 "| dact | 0.1 | 2 | 15.5 ± 0.7 |", "| static | — | 2 | 9.5 ± 0.7 |",
+                                                 "| dact | 0.2 | 2 | 14.5 ± 0.7 |"]
+    assert report.train_table(rows[-1:], "t") == []
 
 
 @pytest.mark.parametrize("flags", [["--halt-bias", "0"], ["--shared-classifier"]])
@@ -282,6 +305,11 @@ def test_every_method_on_every_seed(ran):
     assert "| static | " in md and "plain full depth:" in md and "(n 2)" in md and "--results " in md
     assert (root / "results" / "tasks_sst2.png").stat().st_size > 1000
     assert not list((root / "runs").rglob("state.pt"))  # finished runs are reused from final/ alone
+    assert all(float(r["train_seconds"]) > 0 and r["train_cpu"] for r in got)  # every run timed, each model's runs summed
+    seed0 = root / "runs" / "sst2" / "seed0"
+    spent = [json.loads((seed0 / f / "train_time.json").read_text())["seconds"] for f in ("dact-p1", "dact-tau0.1-heads", "dact-tau0.1-joint")]
+    assert {float(r["train_seconds"]) for r in got if r["method"] == "dact" and r["seed"] == "0"} == {round(sum(spent), 1)}
+    assert "minutes of training behind each model" in md
 
 
 @pytest.mark.slow

@@ -149,7 +149,7 @@ def first_blocks(bert: Path, k: int, dst: Path) -> Path:
     return dst
 
 
-TIME_FILE = "train_time.json"  # in a run folder trained here: its wall-clock, CPU and threads
+TIME_FILE = "train_time.json"  # in a run folder trained here: its wall-clock, the CPU and threads, the dtype
 
 
 def run(cfg: TrainConfig, device, keep_state: bool = False) -> Path:
@@ -163,7 +163,7 @@ def run(cfg: TrainConfig, device, keep_state: bool = False) -> Path:
         start = time.perf_counter()
         train(cfg, device, resume=resume, quiet=True, overwrite=not resume)
         spent = {"seconds": round(time.perf_counter() - start, 1), "resumed": resume,
-                 "cpu": f"{cpu_description()[0]}, {torch.get_num_threads()} thread(s), {cfg.dtype}"}
+                 "cpu": f"{cpu_description()[0]}; training in {cfg.dtype}"}
         (out / f"{TIME_FILE}.tmp").write_text(json.dumps(spent) + "\n")
         os.replace(out / f"{TIME_FILE}.tmp", out / TIME_FILE)
     if not keep_state:

@@ -263,7 +263,7 @@ class Seed:
     def points(self, path: Path, method: str, knobs, rule: str = "paper") -> list:
         return points(path, method, knobs, self.dev, self.args.max_length, rule)
 
-    def add(self, method: str, pts: list, made_by: tuple, rule: str = "paper") -> None:
+    def add(self, method: str, pts: list, made_by: list, rule: str = "paper") -> None:
         """Save a method's points (knob, accuracy, blocks, FLOPs ratio) as rows, with the
         training time of the run folders `made_by` (`trained`)."""
         seconds, cpu = trained([self.runs / folder for folder in made_by])

@@ -74,6 +74,7 @@ from tinydact.evaluate import block_accuracies, cache_head_inputs, estimate_flop
 from tinydact.home import model_dir
 from tinydact.checkpoint import load_checkpoint
 from tinydact.options import APPLIES, HEAD_INPUTS, TRAIN_DTYPES, check_config
+from tinydact.runfolder import atomic_write
 from tinydact.tokenizer import Tokenizer
 from tinydact.train import RECIPE, TrainConfig, train
 
@@ -164,8 +165,7 @@ def run(cfg: TrainConfig, device, keep_state: bool = False) -> Path:
         train(cfg, device, resume=resume, quiet=True, overwrite=not resume)
         spent = {"seconds": round(time.perf_counter() - start, 1), "resumed": resume,
                  "cpu": f"{cpu_description()[0]}; training in {cfg.dtype}"}
-        (out / f"{TIME_FILE}.tmp").write_text(json.dumps(spent) + "\n")
-        os.replace(out / f"{TIME_FILE}.tmp", out / TIME_FILE)
+        atomic_write(out / TIME_FILE, lambda p: p.write_text(json.dumps(spent) + "\n"))
     if not keep_state:
         (out / "state.pt").unlink(missing_ok=True)
     return out / "final"

@@ -4,12 +4,14 @@ heading's anchor). A renamed section or a moved file fails here, not in a reader
 
 import re
 import subprocess
+from functools import cache
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)|!\[[^\]]*\]\(([^)\s]+)\)")  # [text](target), ![alt](image)
+LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")  # [text](target), ![alt](image)
+FENCED = re.compile(r"```.*?```", re.S)  # a code block: neither its lines nor its links are the page's
 CODE = re.compile(r"```.*?```|`[^`\n]*`", re.S)  # a link inside code is an example, not a link
 
 
@@ -31,10 +33,12 @@ def anchor(heading: str) -> str:
     return re.sub(r"[^\w\- ]", "", text.replace("`", "")).replace(" ", "-")
 
 
+@cache
 def anchors(path: Path) -> set:
-    """The anchors of a file's headings; a repeated heading gets -1, -2, ... as on GitHub."""
+    """The anchors of a file's headings (code in a heading is part of its name); a repeated
+    heading gets -1, -2, ... as on GitHub."""
     seen, out = {}, set()
-    for line in CODE.sub("", path.read_text(encoding="utf-8")).splitlines():
+    for line in FENCED.sub("", path.read_text(encoding="utf-8")).splitlines():
         if m := re.match(r"#{1,6}\s+(.*?)\s*#*\s*$", line):
             base = anchor(m.group(1))
             out.add(base if base not in seen else f"{base}-{seen[base]}")
@@ -46,7 +50,7 @@ def links(path: Path) -> list:
     """(target, fragment) of each relative link in a file (web links and mail addresses left out)."""
     out = []
     for m in LINK.finditer(CODE.sub("", path.read_text(encoding="utf-8"))):
-        target = m.group(1) or m.group(2)
+        target = m.group(1)
         if re.match(r"[a-z][a-z0-9+.-]*:", target):  # https:, mailto:, ...
             continue
         file, _, fragment = target.partition("#")
@@ -60,9 +64,9 @@ def test_the_checker_reads_headings_and_links_as_github_does(tmp_path):
     assert anchor("The backbone: BERT or MPNet") == "the-backbone-bert-or-mpnet"
     assert anchor("τ and the `--tau` option") == "τ-and-the---tau-option"
     page = tmp_path / "page.md"
-    page.write_text("# Title\n## Same\n## Same\n```\n# not a heading [x](nowhere.md)\n```\n"
+    page.write_text("# Title\n## Same\n## Same\n## The `--tau` option\n```\n# not a heading [x](nowhere.md)\n```\n"
                     "[a](other.md#part) ![b](img.png) [c](https://example.com) `[d](code.md)` [e](#same-1)\n")
-    assert anchors(page) == {"title", "same", "same-1"}
+    assert anchors(page) == {"title", "same", "same-1", "the---tau-option"}
     assert links(page) == [("other.md", "part"), ("img.png", ""), ("", "same-1")]
 
 

@@ -84,14 +84,27 @@ def replace_folder(path: Path, write) -> None:
 @contextmanager
 def write_errors(path: Path):
     """A write that fails (a full disk, no permission) as one line naming the file, whether
-    Python (OSError), torch.save (RuntimeError) or safetensors (SafetensorError) reports it."""
+    Python (OSError), torch.save (RuntimeError) or safetensors (SafetensorError) reports it.
+    torch and safetensors may not say the disk is full ("unexpected pos ..."), so their line
+    also says how much room the disk has left."""
     from safetensors import SafetensorError
 
     try:
         yield
     except (OSError, RuntimeError, SafetensorError) as e:
-        reason = e.strerror if isinstance(e, OSError) and e.strerror else (str(e).strip().splitlines() or [type(e).__name__])[0]
+        if isinstance(e, OSError) and e.strerror:
+            reason = e.strerror
+        else:
+            reason = (str(e).strip().splitlines() or [type(e).__name__])[0] + room_left(path.parent)
         raise TinydactError(f"cannot write {path} ({reason})") from None
+
+
+def room_left(folder: Path) -> str:
+    """"; N MB free on its disk" for an error line, or "" where the disk cannot be asked."""
+    try:
+        return f"; {shutil.disk_usage(folder).free / 2**20:,.0f} MB free on its disk"
+    except OSError:
+        return ""
 
 
 def remove(path: Path) -> None:
